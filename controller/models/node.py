@@ -1,0 +1,88 @@
+"""IPsecNode: one per node, written only by that node's agent (the CiliumNode pattern).
+
+Agents never write the shared IPsecPolicy; the operator aggregates these objects into
+IPsecPolicy.status, so status traffic grows with the number of nodes, not its square.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from controller.models.common import API_VERSION, ApiModel, ObjectMeta
+
+KIND = "IPsecNode"
+PLURAL = "ipsecnodes"
+SINGULAR = "ipsecnode"
+SHORT_NAMES = ["ipn"]
+
+
+class IPsecNodeSpec(ApiModel):
+    """Facts about the node, as its agent sees them."""
+
+    addresses: list[str] = Field(default_factory=list, description="Node IP addresses.")
+    identity: str = Field(
+        default="", description="Subject of the node's instance certificate (its IKE identity)."
+    )
+
+
+class EnforcedPolicy(ApiModel):
+    """A policy the node enforces (or tried to)."""
+
+    name: str = Field(description="IPsecPolicy name.")
+    generation: int = Field(description="Generation of the policy the node enforces.")
+    enforcing: bool = Field(
+        default=True, description="False when the latest generation could not be applied."
+    )
+    message: str = Field(default="", description="Why the latest generation is not enforced.")
+
+
+class SecurityAssociation(ApiModel):
+    """One CHILD_SA (with its IKE_SA's facts) as charon reports it."""
+
+    policy: str = Field(description="IPsecPolicy the SA belongs to.")
+    peer: str = Field(description="Peer address.")
+    peer_identity: str = Field(default="", description="Peer's IKE identity.")
+    ike_state: str = Field(default="", description="IKE_SA state, e.g. ESTABLISHED.")
+    state: str = Field(description="CHILD_SA state, e.g. INSTALLED.")
+    protocol: Literal["ESP", "AH"] = Field(default="ESP", description="IPsec protocol.")
+    mode: str = Field(default="TRANSPORT", description="TRANSPORT or TUNNEL.")
+    encapsulated: bool = Field(default=False, description="ESP in UDP.")
+    encryption: str = Field(default="", description="Encryption algorithm (with key size).")
+    integrity: str = Field(default="", description="Integrity algorithm, empty for AEAD.")
+    dh_group: str = Field(default="", description="Key exchange group of the IKE_SA.")
+    ike_algorithms: str = Field(default="", description="IKE_SA proposal, e.g. AES_CBC-128/...")
+    bytes_in: int = Field(default=0, description="Bytes received.")
+    bytes_out: int = Field(default=0, description="Bytes sent.")
+    packets_in: int = Field(default=0, description="Packets received.")
+    packets_out: int = Field(default=0, description="Packets sent.")
+    established_seconds: int = Field(default=0, description="Seconds since the SA was installed.")
+    rekey_seconds: int | None = Field(default=None, description="Seconds until rekeying.")
+    spi_in: str = Field(default="", description="Inbound SPI (hex).")
+    spi_out: str = Field(default="", description="Outbound SPI (hex).")
+
+
+class IPsecNodeStatus(ApiModel):
+    """What the node enforces and the SAs it holds."""
+
+    policies: list[EnforcedPolicy] = Field(default_factory=list, description="Policies enforced.")
+    sas: list[SecurityAssociation] = Field(default_factory=list, description="Current CHILD_SAs.")
+    errors: list[str] = Field(default_factory=list, description="Problems the agent met.")
+    last_heartbeat: str | None = Field(
+        default=None, description="When the agent last confirmed this status (RFC 3339)."
+    )
+
+
+class IPsecNode(ApiModel):
+    """The IPsecNode resource as a whole."""
+
+    model_config = ApiModel.model_config | {"extra": "ignore"}
+
+    api_version: Literal["strongmesh.io/v1alpha1"] = Field(
+        default=API_VERSION, description="strongmesh.io/v1alpha1."
+    )
+    kind: Literal["IPsecNode"] = Field(default=KIND, description="IPsecNode.")
+    metadata: ObjectMeta = Field(description="Standard object metadata; name = node name.")
+    spec: IPsecNodeSpec = Field(default_factory=IPsecNodeSpec, description="Node facts.")
+    status: IPsecNodeStatus | None = Field(default=None, description="Enforcement and SAs.")
