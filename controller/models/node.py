@@ -10,7 +10,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from controller.models.common import API_VERSION, ApiModel, ObjectMeta
+from controller.models.common import ApiModel, ObjectMeta
 
 KIND = "IPsecNode"
 PLURAL = "ipsecnodes"
@@ -80,9 +80,9 @@ class IPsecNode(ApiModel):
     model_config = ApiModel.model_config | {"extra": "ignore"}
 
     api_version: Literal["strongmesh.io/v1alpha1"] = Field(
-        default=API_VERSION, description="strongmesh.io/v1alpha1."
+        default="strongmesh.io/v1alpha1", description="strongmesh.io/v1alpha1."
     )
-    kind: Literal["IPsecNode"] = Field(default=KIND, description="IPsecNode.")
+    kind: Literal["IPsecNode"] = Field(default="IPsecNode", description="IPsecNode.")
     metadata: ObjectMeta = Field(description="Standard object metadata; name = node name.")
     spec: IPsecNodeSpec = Field(default_factory=IPsecNodeSpec, description="Node facts.")
     status: IPsecNodeStatus | None = Field(default=None, description="Enforcement and SAs.")

@@ -11,7 +11,6 @@ from typing import Any, Literal
 from pydantic import Field
 
 from controller.models.common import (
-    API_VERSION,
     ApiModel,
     Condition,
     Duration,
@@ -194,9 +193,9 @@ class IPsecPolicy(ApiModel):
     model_config = ApiModel.model_config | {"extra": "ignore"}
 
     api_version: Literal["strongmesh.io/v1alpha1"] = Field(
-        default=API_VERSION, description="strongmesh.io/v1alpha1."
+        default="strongmesh.io/v1alpha1", description="strongmesh.io/v1alpha1."
     )
-    kind: Literal["IPsecPolicy"] = Field(default=KIND, description="IPsecPolicy.")
+    kind: Literal["IPsecPolicy"] = Field(default="IPsecPolicy", description="IPsecPolicy.")
     metadata: ObjectMeta = Field(description="Standard object metadata.")
     spec: IPsecPolicySpec = Field(description="Desired state.")
     status: IPsecPolicyStatus | None = Field(default=None, description="Observed state.")
