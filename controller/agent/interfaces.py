@@ -1,0 +1,55 @@
+"""Where the agent's inputs come from and where its status goes.
+
+The reconcile loop depends only on these protocols, so standalone mode (files) and cluster mode
+(the Kubernetes API) share every line of decision code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from controller.dataplane import NodeFacts
+from controller.models.node import IPsecNodeStatus
+from controller.models.policy import IPsecPolicy
+
+
+@dataclass(frozen=True)
+class PolicyInput:
+    """One policy that selects this node, with the Secret it references (decoded, or None)."""
+
+    policy: IPsecPolicy
+    generation: int
+    secret_data: Mapping[str, str] | None
+    # The policy is being deleted (deletionTimestamp set): tear down, then stop reporting it.
+    deleting: bool = False
+    # Problems found while reading the policy itself (an invalid body keeps the last good one).
+    input_errors: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class AgentInputs:
+    """Everything one reconcile pass reads."""
+
+    node: NodeFacts
+    node_labels: Mapping[str, str] = field(default_factory=dict)
+    policies: tuple[PolicyInput, ...] = ()
+    # Inputs that could not be read at all (unreadable file, API outage): keep the last state.
+    errors: tuple[str, ...] = ()
+
+
+class InputSource(Protocol):
+    async def snapshot(self) -> AgentInputs:
+        """The current inputs (policies already filtered by nodeSelector)."""
+        ...
+
+    async def wait_changed(self, timeout: float) -> bool:
+        """Wait until an input may have changed (True) or the timeout passed (False)."""
+        ...
+
+
+class Reporter(Protocol):
+    async def report(self, node: NodeFacts, identity: str, status: IPsecNodeStatus) -> None:
+        """Publish this node's status; implementations skip writes when nothing changed."""
+        ...
