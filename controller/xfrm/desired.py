@@ -1,0 +1,139 @@
+"""The xfrm policies a node must have, derived from the IPsecPolicies that select it. Pure.
+
+Per policy P (reqid R, node address A), for every ipsecSubnet S of A's family:
+  protect  out  src A/32 dst S   tmpl esp transport reqid R level L
+  protect  in   src S dst A/32   (same template)
+with L = required (Required: no SA, no traffic; the kernel drops and sends an ACQUIRE) or
+use (Optional: cleartext while no SA exists, ESP as soon as charon made one after the ACQUIRE).
+For every noIpsecSubnet N: bypass (action allow, no template) out A->N and in N->A; plus A<->A
+(and the node's other local addresses) so that the node's own traffic never needs an SA, and for
+IPv6 neighbour discovery, which must work before any SA can exist.
+
+Bypass policies live in the band [BYPASS_BASE, BYPASS_BASE+999], protect policies in
+[PROTECT_BASE, PROTECT_BASE+999]; lower value = higher precedence, so every bypass beats every
+protect policy, and within a band the more specific remote network wins.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Collection, Sequence
+from typing import TypeAlias
+
+from controller.dataplane import BYPASS_BASE, PROTECT_BASE
+from controller.models.policy import IPsecPolicySpec
+from controller.xfrm.model import (
+    IPPROTO_ICMPV6,
+    Level,
+    PolicyKey,
+    PortMatch,
+    XfrmPolicy,
+    XfrmTemplate,
+)
+
+Network: TypeAlias = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+# ICMPv6 neighbour solicitation / advertisement (in a selector, the ICMP type is the "sport").
+ND_TYPES = (135, 136)
+
+
+def priority_in_band(base: int, remote: Network) -> int:
+    """base + (max prefix length - prefix length): a /32 (or /128) gets the base itself."""
+    return base + remote.max_prefixlen - remote.prefixlen
+
+
+def _pair(
+    local: Network, remote: Network, base: int, templates: tuple[XfrmTemplate, ...] = ()
+) -> tuple[XfrmPolicy, XfrmPolicy]:
+    priority = priority_in_band(base, remote)
+    return (
+        XfrmPolicy(str(local), str(remote), "out", priority, templates=templates),
+        XfrmPolicy(str(remote), str(local), "in", priority, templates=templates),
+    )
+
+
+def _networks(cidrs: Sequence[str], version: int) -> list[Network]:
+    networks = (ipaddress.ip_network(c, strict=False) for c in cidrs)
+    return [n for n in networks if n.version == version]
+
+
+def _neighbour_discovery() -> list[XfrmPolicy]:
+    anywhere = ipaddress.ip_network("::/0")
+    priority = priority_in_band(BYPASS_BASE, anywhere)
+    return [
+        XfrmPolicy(
+            str(anywhere),
+            str(anywhere),
+            direction,
+            priority,
+            proto=IPPROTO_ICMPV6,
+            sport=PortMatch(icmp_type),
+        )
+        for icmp_type in ND_TYPES
+        for direction in ("out", "in")
+    ]
+
+
+def _rank(policy: XfrmPolicy, order: int) -> tuple[int, int, int]:
+    """Who wins when two policies would claim the same kernel key (lower wins).
+
+    Bypass beats protect (noIpsecSubnets always take precedence); among protect policies
+    Required beats Optional (fail closed); then the first policy in the agent's (name) order.
+    """
+    if policy.is_bypass:
+        return (0, 0, order)
+    required = all(t.level == "required" for t in policy.templates)
+    return (1, 0 if required else 1, order)
+
+
+def desired_policies(
+    entries: Sequence[tuple[IPsecPolicySpec, int]],
+    node_address: str,
+    *,
+    local_addresses: Collection[str] = (),
+) -> frozenset[XfrmPolicy]:
+    """Every xfrm policy the node needs for the policies selecting it.
+
+    ``entries``: (spec, reqid) for each policy selecting the node, in the agent's name order
+    (it decides who wins a clash, see :func:`_rank`). ``local_addresses``: the node's other
+    addresses, bypassed like the node address itself (traffic between them stays local).
+    """
+    address = ipaddress.ip_address(node_address)
+    host = ipaddress.ip_network(address)
+    chosen: dict[PolicyKey, tuple[tuple[int, int, int], XfrmPolicy]] = {}
+
+    def offer(policy: XfrmPolicy, order: int) -> None:
+        rank = _rank(policy, order)
+        current = chosen.get(policy.key)
+        if current is None or rank < current[0]:
+            chosen[policy.key] = (rank, policy)
+
+    if entries:
+        for local in {address, *map(ipaddress.ip_address, local_addresses)}:
+            if local.version == address.version:
+                for policy in _pair(host, ipaddress.ip_network(local), BYPASS_BASE):
+                    offer(policy, -1)
+        if address.version == 6:
+            for policy in _neighbour_discovery():
+                offer(policy, -1)
+
+    for order, (spec, reqid) in enumerate(entries):
+        level: Level = "required" if spec.enforcement == "Required" else "use"
+        template = (XfrmTemplate(reqid=reqid, level=level),)
+        for subnet in _networks(spec.ipsec_subnets, address.version):
+            for policy in _pair(host, subnet, PROTECT_BASE, template):
+                offer(policy, order)
+        for subnet in _networks(spec.no_ipsec_subnets, address.version):
+            for policy in _pair(host, subnet, BYPASS_BASE):
+                offer(policy, order)
+
+    return frozenset(policy for _, policy in chosen.values())
+
+
+def acq_expires_for(specs: Sequence[IPsecPolicySpec]) -> int | None:
+    """The node's ``net.core.xfrm_acq_expires``: the smallest any selecting policy asks for.
+
+    One value per network namespace; the smallest lets a failed negotiation be retried
+    soonest, which is what the setting is for. None: no policy, leave the kernel alone.
+    """
+    return min((s.xfrm_acq_expires_seconds for s in specs), default=None)
