@@ -26,11 +26,13 @@ system-deps:
 	hack/install-system-deps
 
 lint: venv
-	$(VENV)/bin/ruff check controller tests hack
+	$(VENV)/bin/ruff check controller tests hack hack/gen-crds hack/lab hack/make-certs
 	$(VENV)/bin/lint-imports
+	$(VENV)/bin/hadolint Dockerfile
+	$(PY) hack/gen-crds --check
 
 typecheck: venv
-	$(VENV)/bin/mypy controller tests
+	$(VENV)/bin/mypy controller tests hack/gen-crds
 
 crds: venv
 	$(PY) hack/gen-crds

@@ -69,8 +69,15 @@ class IPsecNodeStatus(ApiModel):
     policies: list[EnforcedPolicy] = Field(default_factory=list, description="Policies enforced.")
     sas: list[SecurityAssociation] = Field(default_factory=list, description="Current CHILD_SAs.")
     errors: list[str] = Field(default_factory=list, description="Problems the agent met.")
+    established_sas: int = Field(
+        default=0,
+        alias="establishedSAs",
+        description="CHILD_SAs in state INSTALLED, for the SAS column.",
+    )
     last_heartbeat: str | None = Field(
-        default=None, description="When the agent last confirmed this status (RFC 3339)."
+        default=None,
+        description="When the agent last confirmed this status (RFC 3339).",
+        json_schema_extra={"format": "date-time"},
     )
 
 

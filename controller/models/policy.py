@@ -170,7 +170,11 @@ class PolicyNodeStatus(ApiModel):
         default=0, alias="establishedSAs", description="CHILD_SAs established on the node."
     )
     peers: list[str] = Field(default_factory=list, description="Peers with an established SA.")
-    last_change: str | None = Field(default=None, description="When this row last changed.")
+    last_change: str | None = Field(
+        default=None,
+        description="When this row last changed (RFC 3339).",
+        json_schema_extra={"format": "date-time"},
+    )
     message: str = Field(default="", description="Errors or notes from the node.")
 
 

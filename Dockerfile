@@ -1,0 +1,64 @@
+# syntax=docker/dockerfile:1
+# One image for every strongmesh component:
+#   operator:  strongmesh operator            (runs as the non-root user below)
+#   agent:     strongmesh agent --node ...     (root with NET_ADMIN only, set by the chart)
+#   charon:    /usr/lib/ipsec/charon           (Debian's strongSwan; root with NET_ADMIN and
+#                                               NET_BIND_SERVICE, set by the chart)
+# Build: docker build -t strongmesh:0.1.0 .
+
+ARG DEBIAN_RELEASE=bookworm
+
+# --- build: a virtualenv with strongmesh and its dependencies -------------------------------
+FROM debian:${DEBIAN_RELEASE}-slim AS build
+
+# Versions come from the Debian release pinned above; pinning each package too would break
+# the build at every Debian point release.
+# hadolint ignore=DL3008
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends python3 python3-venv \
+ && rm -rf /var/lib/apt/lists/*
+
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY controller ./controller
+# The venv uses Debian's /usr/bin/python3, which the runtime stage installs too. pip is removed
+# afterwards: the final image carries no installer or build tooling.
+RUN python3 -m venv /opt/strongmesh \
+ && /opt/strongmesh/bin/pip install --no-cache-dir --no-compile . \
+ && /opt/strongmesh/bin/python -m compileall -q /opt/strongmesh/lib \
+ && /opt/strongmesh/bin/pip uninstall -y pip setuptools \
+ && rm -rf /opt/strongmesh/bin/pip* /opt/strongmesh/bin/activate*
+
+# --- runtime: Python, strongSwan from Debian, nothing to compile with ------------------------
+FROM debian:${DEBIAN_RELEASE}-slim
+
+LABEL org.opencontainers.image.title="strongmesh" \
+      org.opencontainers.image.description="Node-to-node IPsec for Kubernetes with strongSwan" \
+      org.opencontainers.image.licenses="Apache-2.0"
+
+# charon, swanctl (probes, debugging), the standard crypto plugins (openssl, gcm, ...) and
+# iproute2 for `ip xfrm` inspection. kdf, pkcs8, x509, kernel-netlink come with libstrongswan.
+# hadolint ignore=DL3008
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends \
+      python3 \
+      strongswan-charon \
+      strongswan-swanctl \
+      libstrongswan-standard-plugins \
+      iproute2 \
+      ca-certificates \
+ && rm -rf /var/lib/apt/lists/* \
+ && groupadd --system --gid 65532 strongmesh \
+ && useradd --system --uid 65532 --gid 65532 --home-dir /nonexistent --shell /usr/sbin/nologin strongmesh
+
+COPY --from=build /opt/strongmesh /opt/strongmesh
+
+ENV PATH="/opt/strongmesh/bin:${PATH}" \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1
+
+# Non-root by default (the operator); the chart runs the agent and charon as root with a
+# minimal capability set because xfrm and ports 500/4500 need it.
+USER 65532:65532
+ENTRYPOINT ["/opt/strongmesh/bin/strongmesh"]
+CMD ["--help"]
