@@ -1,0 +1,225 @@
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from controller.dataplane import NodeCredentials, NodeFacts, reqid_for
+from controller.models.policy import IPsecPolicy
+from controller.strongswan.render import (
+    authority_name,
+    cert_name,
+    conn_name,
+    key_id,
+    policy_of_conn,
+    proposals,
+    render_charon,
+)
+from tests.certs import make_ca, make_cert
+from tests.charon import issue_node, node_credentials
+
+CA = make_ca("render CA")
+CREDS = issue_node(CA, "node-1")
+NODE = NodeFacts("node-1", ("10.0.0.1",))
+REQID = reqid_for("mesh", ())
+
+
+def policy(name: str = "mesh", **spec: Any) -> IPsecPolicy:
+    body: dict[str, Any] = {
+        "ipsecSubnets": ["10.0.0.0/16"],
+        "credentials": {"secretRef": {"name": "creds", "namespace": "strongmesh-system"}},
+    }
+    body.update(spec)
+    return IPsecPolicy.model_validate({"metadata": {"name": name}, "spec": body})
+
+
+def der(pem: str) -> bytes:
+    return x509.load_pem_x509_certificate(pem.encode()).public_bytes(serialization.Encoding.DER)
+
+
+def only_conn(p: IPsecPolicy, creds: NodeCredentials = CREDS, node: NodeFacts = NODE) -> Any:
+    desired = render_charon([(p, creds, REQID)], node)
+    assert desired.problems == {}
+    (body,) = desired.connections.values()
+    return body
+
+
+def test_default_policy_renders_the_add_on_model_connection() -> None:
+    desired = render_charon([(policy(), CREDS, REQID)], NODE)
+    assert desired.connections == {
+        "sm-mesh": {
+            "version": "2",
+            "local_addrs": ["10.0.0.1"],
+            "remote_addrs": ["10.0.0.0/16"],
+            "proposals": ["aes128-sha256-modp2048"],
+            "rekey_time": "14400s",
+            "dpd_delay": "30s",
+            "encap": "no",
+            "mobike": "no",
+            "send_cert": "always",
+            "local": {"auth": "pubkey", "certs": [der(CREDS.cert_pem)]},
+            "remote": {"auth": "pubkey", "id": "%any", "cacerts": [der(CA.cert_pem)]},
+            "children": {
+                "sm-mesh": {
+                    "mode": "transport",
+                    "start_action": "trap",
+                    "policies": "no",
+                    "reqid": str(REQID),
+                    "esp_proposals": ["aes128gcm16"],
+                    "rekey_time": "3600s",
+                    "dpd_action": "restart",
+                    "local_ts": ["10.0.0.1/32"],
+                    "remote_ts": ["10.0.0.0/16"],
+                }
+            },
+        }
+    }
+
+
+@pytest.mark.parametrize(
+    ("spec", "path", "expected"),
+    [
+        ({"ike": {"version": 1}}, ("version",), "1"),
+        ({"forceUdpEncapsulation": True}, ("encap",), "yes"),
+        ({"ike": {"rekeyTime": "1h30m"}}, ("rekey_time",), "5400s"),
+        ({"ike": {"dpdDelay": "10s"}}, ("dpd_delay",), "10s"),
+        ({"ike": {"dpdAction": "clear"}}, ("children", "sm-mesh", "dpd_action"), "clear"),
+        ({"esp": {"rekeyTime": "20m"}}, ("children", "sm-mesh", "rekey_time"), "1200s"),
+        (
+            {"esp": {"proposals": ["aes256gcm16-ecp384!", "aes128gcm16!"]}},
+            ("children", "sm-mesh", "esp_proposals"),
+            ["aes256gcm16-ecp384", "aes128gcm16"],
+        ),
+        (
+            {"ike": {"proposals": ["aes256-sha384-curve25519"]}},
+            ("proposals",),
+            ["aes256-sha384-curve25519", "default"],
+        ),
+        (
+            {"ipsecSubnets": ["10.0.0.0/16", "10.9.0.7/32"]},
+            ("remote_addrs",),
+            ["10.0.0.0/16", "10.9.0.7/32"],
+        ),
+        (
+            {"ipsecSubnets": ["10.0.0.0/16", "10.9.0.7/32"]},
+            ("children", "sm-mesh", "remote_ts"),
+            ["10.0.0.0/16", "10.9.0.7/32"],
+        ),
+        ({"ipsecSubnets": ["10.0.5.9/16"]}, ("remote_addrs",), ["10.0.0.0/16"]),
+    ],
+)
+def test_policy_settings_map_to_swanctl_options(
+    spec: dict[str, Any], path: tuple[str, ...], expected: object
+) -> None:
+    value: Any = only_conn(policy(**spec))
+    for key in path:
+        value = value[key]
+    assert value == expected
+
+
+@pytest.mark.parametrize(
+    ("configured", "expected"),
+    [
+        (["aes128-sha256-modp2048!"], ["aes128-sha256-modp2048"]),
+        (["aes128-sha256-modp2048"], ["aes128-sha256-modp2048", "default"]),
+        (["a-b-c", "d-e-f!"], ["a-b-c", "d-e-f"]),
+        ([" aes128gcm16 "], ["aes128gcm16", "default"]),
+    ],
+)
+def test_strict_bang_becomes_a_strict_swanctl_list_and_otherwise_defaults_follow(
+    configured: list[str], expected: list[str]
+) -> None:
+    assert proposals(configured) == expected
+
+
+def test_local_identity_is_left_to_the_certificate_subject() -> None:
+    assert "id" not in only_conn(policy())["local"]
+
+
+def test_ipv6_node_address_gets_a_host_prefix_of_128() -> None:
+    node = NodeFacts("node-6", ("10.9.9.9", "fd00::1"))
+    body = only_conn(policy(ipsecSubnets=["fd00::/64"]), node=node)
+    assert body["local_addrs"] == ["fd00::1"]
+    assert body["children"]["sm-mesh"]["local_ts"] == ["fd00::1/128"]
+
+
+def test_first_node_address_inside_the_subnets_is_used() -> None:
+    node = NodeFacts("node-1", ("192.168.1.5", "10.0.3.4", "10.0.3.5"))
+    assert only_conn(policy(), node=node)["local_addrs"] == ["10.0.3.4"]
+
+
+def test_fixed_reqid_is_the_one_passed_in() -> None:
+    desired = render_charon([(policy(), CREDS, 0x534D1234)], NODE)
+    assert desired.connections["sm-mesh"]["children"]["sm-mesh"]["reqid"] == str(0x534D1234)
+
+
+@pytest.mark.parametrize(
+    ("p", "node", "creds", "reason"),
+    [
+        (policy(), NodeFacts("elsewhere", ("192.168.0.1",)), CREDS, "no address inside"),
+        (policy(mode="Tunnel"), NODE, CREDS, "Tunnel is not supported"),
+        (
+            policy(),
+            NODE,
+            NodeCredentials(CREDS.cert_pem, (), "not a key", CREDS.ca_pems, CREDS.subject),
+            "credentials unusable",
+        ),
+        (
+            policy(),
+            NODE,
+            NodeCredentials(CREDS.cert_pem, (), CREDS.key_pem, (), CREDS.subject),
+            "CA bundle",
+        ),
+    ],
+)
+def test_policy_that_cannot_be_rendered_is_reported_and_the_others_proceed(
+    p: IPsecPolicy, node: NodeFacts, creds: NodeCredentials, reason: str
+) -> None:
+    good = policy("good")
+    desired = render_charon([(p, creds, REQID), (good, CREDS, REQID + 1)], node)
+    assert reason in desired.problems["mesh"]
+    if node == NODE:
+        assert list(desired.connections) == ["sm-good"]
+
+
+def test_credentials_are_named_by_content_and_shared_between_policies() -> None:
+    desired = render_charon([(policy("a"), CREDS, 1), (policy("b"), CREDS, 2)], NODE)
+    assert sorted(desired.connections) == ["sm-a", "sm-b"]
+    assert desired.certs == {cert_name(der(CREDS.cert_pem)): der(CREDS.cert_pem)}
+    assert desired.authorities == {authority_name(der(CA.cert_pem)): der(CA.cert_pem)}
+    assert len(desired.keys) == 1
+
+
+def test_intermediates_are_loaded_as_certs_and_every_bundle_ca_as_an_authority() -> None:
+    root, other_root = make_ca("root"), make_ca("next root")
+    intermediate = make_ca("intermediate", issuer=root)
+    creds = node_credentials(make_cert(intermediate, "node-1"), [root, other_root], [intermediate])
+    desired = render_charon([(policy(), creds, REQID)], NODE)
+    assert set(desired.certs.values()) == {der(creds.cert_pem), der(intermediate.cert_pem)}
+    assert set(desired.authorities.values()) == {der(root.cert_pem), der(other_root.cert_pem)}
+    cacerts = desired.connections["sm-mesh"]["remote"]["cacerts"]
+    assert cacerts == [der(root.cert_pem), der(other_root.cert_pem)]
+
+
+@pytest.mark.parametrize("key_type", ["ec", "rsa"])
+def test_key_is_sent_as_pkcs8_and_named_by_charons_key_id(key_type: str) -> None:
+    creds = issue_node(CA, "node-k", key_type=key_type)  # type: ignore[arg-type]
+    desired = render_charon([(policy(), creds, REQID)], NODE)
+    ((name, pkcs8),) = desired.keys.items()
+    loaded = serialization.load_der_private_key(pkcs8, password=None)
+    cert = x509.load_pem_x509_certificate(creds.cert_pem.encode())
+    # charon's KEYID_PUBKEY_SHA1 is the RFC 5280 method-1 key identifier of the public key
+    ski = x509.SubjectKeyIdentifier.from_public_key(cert.public_key())
+    assert name == ski.digest.hex()
+    spki = loaded.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    assert key_id(spki) == name
+
+
+def test_connection_names_carry_the_policy_and_nothing_else_is_ours() -> None:
+    assert conn_name("mesh") == "sm-mesh"
+    assert policy_of_conn("sm-mesh") == "mesh"
+    assert policy_of_conn("admin-vpn") is None
