@@ -1,0 +1,179 @@
+"""The agent's event loop: when to run a reconcile pass.
+
+A pass runs at start (adopting whatever the node already holds), whenever an input may have
+changed, when charon's VICI socket is re-created (charon restarted and lost its
+configuration), when the kernel announces an xfrm policy change (someone flushed them), on
+SIGHUP, and every ``resync_seconds`` to repair any other drift. After a failed pass (charon
+unreachable) the next one comes sooner.
+
+Exiting (SIGTERM, SIGINT, a crash) tears nothing down: SAs, trap connections and xfrm policies
+stay, so traffic is not interrupted by restarts or upgrades. Tear-down happens only as a
+consequence of a pass whose inputs no longer contain a policy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from controller.agent.interfaces import AgentInputs, InputSource, Reporter
+from controller.agent.reconcile import PassResult
+
+log = logging.getLogger(__name__)
+
+RETRY_SECONDS = 1.0
+WATCH_SECONDS = 0.5
+
+
+@dataclass
+class LoopStats:
+    passes: int = 0
+    last: PassResult | None = None
+
+
+def _inode(path: Path | None) -> tuple[int, int, int] | None:
+    """Identity of a file; ctime too, because a re-created file may reuse the inode number."""
+    if path is None:
+        return None
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino, st.st_ctime_ns)
+
+
+async def _watch_socket(path: Path, wake: asyncio.Event) -> None:
+    """Wake the loop when charon's socket appears, disappears or is re-created."""
+    seen = _inode(path)
+    while True:
+        await asyncio.sleep(WATCH_SECONDS)
+        now = _inode(path)
+        if now != seen:
+            log.info("charon socket %s %s", path, "re-created" if now else "gone")
+            seen = now
+            wake.set()
+
+
+XFRMGRP_POLICY = 0x8  # multicast group of xfrm policy changes (XFRMNLGRP_POLICY)
+NETLINK_XFRM = 6
+EVENT_SETTLE_SECONDS = 0.05
+
+
+def open_policy_events() -> socket.socket:
+    """A netlink socket that receives every xfrm policy change of this network namespace."""
+    sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_XFRM)
+    sock.bind((0, XFRMGRP_POLICY))
+    sock.setblocking(False)
+    return sock
+
+
+async def _watch_policies(sock: socket.socket, wake: asyncio.Event) -> None:
+    """Wake the loop when xfrm policies change (someone flushed them: repair at once).
+
+    Our own changes wake it too; the pass that follows finds nothing to do.
+    """
+    loop = asyncio.get_running_loop()
+    changed = asyncio.Event()
+
+    def drain() -> None:
+        with contextlib.suppress(BlockingIOError, InterruptedError):
+            while sock.recv(1 << 16):
+                pass
+        changed.set()
+
+    loop.add_reader(sock.fileno(), drain)
+    try:
+        while True:
+            await changed.wait()
+            await asyncio.sleep(EVENT_SETTLE_SECONDS)  # one pass per burst of changes
+            changed.clear()
+            wake.set()
+    finally:
+        loop.remove_reader(sock.fileno())
+
+
+async def run_loop(
+    source: InputSource,
+    reporter: Reporter,
+    run_pass: Callable[[AgentInputs], PassResult],
+    *,
+    resync_seconds: float,
+    charon_socket: Path | None = None,
+    policy_events: socket.socket | None = None,
+    stop: asyncio.Event | None = None,
+    stats: LoopStats | None = None,
+) -> None:
+    """Run passes until ``stop`` is set (or SIGTERM/SIGINT). ``run_pass`` runs in a thread."""
+    stop = stop or asyncio.Event()
+    stats = stats or LoopStats()
+    wake = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    handlers = []
+    for sig, event in ((signal.SIGHUP, wake), (signal.SIGTERM, stop), (signal.SIGINT, stop)):
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.add_signal_handler(sig, event.set)
+            handlers.append(sig)
+    watchers = []
+    if charon_socket is not None:
+        watchers.append(asyncio.create_task(_watch_socket(charon_socket, wake)))
+    if policy_events is not None:
+        watchers.append(asyncio.create_task(_watch_policies(policy_events, wake)))
+    try:
+        while not stop.is_set():
+            wake.clear()
+            inputs = await source.snapshot()
+            result = await asyncio.to_thread(run_pass, inputs)
+            stats.passes += 1
+            stats.last = result
+            if result.xfrm_changes or result.charon_changed or result.status.errors:
+                log.info(
+                    "pass %d: %.3f s, %d xfrm changes, charon %s, %d SAs, errors: %s",
+                    stats.passes, result.seconds, result.xfrm_changes,
+                    "changed" if result.charon_changed else "unchanged",
+                    len(result.status.sas), "; ".join(result.status.errors) or "none",
+                )
+            else:
+                log.debug("pass %d: %.3f s, nothing to change", stats.passes, result.seconds)
+            try:
+                await reporter.report(inputs.node, result.identity, result.status)
+            except Exception as exc:  # reporting must never stop enforcement
+                log.warning("reporting status failed: %s", exc)
+            delay = resync_seconds if result.charon_ok else min(RETRY_SECONDS, resync_seconds)
+            await _wait_for_trigger(source, wake, stop, delay)
+    finally:
+        for watcher in watchers:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
+        for sig in handlers:
+            loop.remove_signal_handler(sig)
+        log.info("agent stopping after %d passes; the node keeps its IPsec state", stats.passes)
+
+
+async def _wait_for_trigger(
+    source: InputSource, wake: asyncio.Event, stop: asyncio.Event, timeout: float
+) -> None:
+    changed = asyncio.create_task(source.wait_changed(timeout))
+    woken = asyncio.create_task(wake.wait())
+    stopped = asyncio.create_task(stop.wait())
+    try:
+        await asyncio.wait({changed, woken, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (changed, woken, stopped):
+            task.cancel()
+        for task in (changed, woken, stopped):
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
+def socket_path(uri: str) -> Path | None:
+    """The filesystem path of a ``unix://`` VICI URI (None for other schemes)."""
+    if uri.startswith("unix://"):
+        return Path(uri.removeprefix("unix://"))
+    return None

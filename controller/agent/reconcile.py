@@ -1,0 +1,285 @@
+"""One reconcile pass: inputs -> desired -> actual -> diff -> apply -> status.
+
+Deciding is pure (``desired_state``, ``resolve`` in ``state``, the renderers and planners of
+``controller.strongswan`` and ``controller.xfrm``); ``Reconciler`` does the I/O through two
+ports so that tests can replace charon and the kernel with fakes. The kernel side is applied
+first: Required traffic is blocked before charon learns anything, and stays blocked if charon
+is down. Nothing is torn down except what the desired state no longer contains.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Protocol
+
+from controller.agent.interfaces import AgentInputs
+from controller.agent.state import CredentialCheck, GoodPolicy, Resolution, resolve
+from controller.dataplane import NodeCredentials, NodeFacts, node_address_for, reqid_for
+from controller.models.node import IPsecNodeStatus, SecurityAssociation
+from controller.models.policy import CertificateExpiry, IPsecPolicySpec
+from controller.strongswan import (
+    ActualCharon,
+    CharonPlan,
+    DesiredCharon,
+    plan_changes,
+    render_charon,
+)
+from controller.xfrm import (
+    XfrmApplyError,
+    XfrmPlan,
+    XfrmPolicy,
+    XfrmState,
+    acq_expires_for,
+    desired_policies,
+    plan_policies,
+    stale_states,
+)
+
+log = logging.getLogger(__name__)
+
+
+class CharonPort(Protocol):
+    """What the pass needs from charon (``controller.strongswan.Charon``)."""
+
+    def read_actual(self) -> ActualCharon: ...
+    def apply(self, plan: CharonPlan) -> None: ...
+    def list_sas(self) -> list[SecurityAssociation]: ...
+    def charon_id(self) -> str: ...
+    def close(self) -> None: ...
+
+
+class XfrmPort(Protocol):
+    """What the pass needs from the kernel (``controller.xfrm.Xfrm``)."""
+
+    def read_policies(self) -> frozenset[XfrmPolicy]: ...
+    def apply(self, plan: XfrmPlan) -> None: ...
+    def read_states(self) -> list[XfrmState]: ...
+    def delete_states(self, states: Iterable[XfrmState]) -> None: ...
+    def set_acq_expires(self, seconds: int) -> None: ...
+    def get_acq_expires(self) -> int: ...
+
+
+@dataclass(frozen=True)
+class DesiredNode:
+    """Everything the node should hold, for the policies it enforces."""
+
+    charon: DesiredCharon
+    xfrm: frozenset[XfrmPolicy]
+    acq_expires: int | None
+    reqids: Mapping[str, int]
+    identity: str
+    problems: Mapping[str, str] = field(default_factory=dict)
+
+
+def assign_reqids(names: Sequence[str]) -> dict[str, int]:
+    """reqid per policy, assigned in name order so every pass (and restart) agrees."""
+    taken: list[int] = []
+    result = {}
+    for name in sorted(names):
+        reqid = reqid_for(name, taken)
+        taken.append(reqid)
+        result[name] = reqid
+    return result
+
+
+def desired_state(enforce: Sequence[GoodPolicy], node: NodeFacts) -> DesiredNode:
+    """The desired charon and kernel state of the node. Pure."""
+    reqids = assign_reqids([g.name for g in enforce])
+    charon = render_charon([(g.policy, g.credentials, reqids[g.name]) for g in enforce], node)
+    problems = dict(charon.problems)
+    by_address: dict[str, list[tuple[IPsecPolicySpec, int]]] = {}
+    for g in enforce:
+        if g.name in problems:
+            continue
+        address = node_address_for(g.policy.spec, node)
+        if address is not None:
+            by_address.setdefault(address, []).append((g.policy.spec, reqids[g.name]))
+    policies: set[XfrmPolicy] = set()
+    for address, entries in by_address.items():
+        others = [a for a in node.addresses if a != address]
+        policies |= desired_policies(entries, address, local_addresses=others)
+    identity = next((g.credentials.subject for g in enforce if g.name not in problems), "")
+    return DesiredNode(
+        charon=charon,
+        xfrm=frozenset(policies),
+        acq_expires=acq_expires_for([g.policy.spec for g in enforce]),
+        reqids=reqids,
+        identity=identity,
+        problems=problems,
+    )
+
+
+def validation_credential_check(
+    secret_data: Mapping[str, str], expiry: CertificateExpiry
+) -> tuple[NodeCredentials | None, list[str], list[str]]:
+    """The credential check of ``controller.validation``, as ``resolve`` wants it."""
+    from controller.validation import validate_credentials
+
+    creds, findings = validate_credentials(secret_data, expiry)
+    problems = [str(f) for f in findings if f.severity == "error"]
+    notes = [str(f) for f in findings if f.severity in ("warning",)]
+    return (creds if not problems else None), problems, notes
+
+
+@dataclass(frozen=True)
+class PassResult:
+    """What one pass did and found."""
+
+    status: IPsecNodeStatus
+    identity: str
+    seconds: float
+    xfrm_changes: int
+    charon_changed: bool
+    charon_ok: bool
+    stale_deleted: int = 0
+
+
+def now_rfc3339() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class Reconciler:
+    """Holds the connections and the last good state across passes."""
+
+    def __init__(
+        self,
+        charon_factory: Callable[[], CharonPort],
+        xfrm: XfrmPort,
+        check_credentials: CredentialCheck = validation_credential_check,
+        plan_charon: Callable[[DesiredCharon, ActualCharon], CharonPlan] = plan_changes,
+    ) -> None:
+        self._charon_factory = charon_factory
+        self._charon: CharonPort | None = None
+        self._xfrm = xfrm
+        self._check = check_credentials
+        self._plan_charon = plan_charon
+        self.last_good: Mapping[str, GoodPolicy] = {}
+        self.charon_id: str | None = None
+        self._stale_candidates: frozenset[tuple[str, str, int]] = frozenset()
+
+    def close(self) -> None:
+        """Drop connections only; the node keeps everything it enforces."""
+        if self._charon is not None:
+            self._charon.close()
+            self._charon = None
+
+    def run_pass(self, inputs: AgentInputs) -> PassResult:
+        started = time.monotonic()
+        resolution: Resolution = resolve(inputs, self.last_good, self._check)
+        self.last_good = resolution.last_good
+        desired = desired_state(resolution.enforce, inputs.node)
+        errors = list(resolution.errors)
+        errors += [f"policy {name}: {why}" for name, why in desired.problems.items()]
+
+        # Unreadable inputs and no good state known (e.g. a restart during an API outage):
+        # the node may hold a perfectly good state from before; change nothing.
+        hold = bool(inputs.errors) and not resolution.enforce
+        xfrm_changes = 0 if hold else self._apply_kernel(desired, errors)
+        charon_changed, charon_ok, sas, stale = self._apply_charon(desired, errors, hold)
+
+        policies = [
+            p if p.name not in desired.problems
+            else p.model_copy(update={"enforcing": False, "message": desired.problems[p.name]})
+            for p in resolution.policies
+        ]
+        status = IPsecNodeStatus(
+            policies=policies,
+            sas=sas,
+            errors=errors,
+            last_heartbeat=now_rfc3339(),
+        )
+        return PassResult(
+            status=status,
+            identity=desired.identity,
+            seconds=time.monotonic() - started,
+            xfrm_changes=xfrm_changes,
+            charon_changed=charon_changed,
+            charon_ok=charon_ok,
+            stale_deleted=stale,
+        )
+
+    def _apply_kernel(self, desired: DesiredNode, errors: list[str]) -> int:
+        try:
+            plan = plan_policies(desired.xfrm, self._xfrm.read_policies())
+            if not plan.empty:
+                for action, policy in plan.steps():
+                    log.info("xfrm %s: %s", action, policy.describe())
+                self._xfrm.apply(plan)
+            if (
+                desired.acq_expires is not None
+                and self._xfrm.get_acq_expires() != desired.acq_expires
+            ):
+                self._xfrm.set_acq_expires(desired.acq_expires)
+                log.info("net.core.xfrm_acq_expires = %d", desired.acq_expires)
+            return len(plan.steps())
+        except XfrmApplyError as exc:
+            errors.extend(f"xfrm: {f}" for f in exc.failures)
+        except OSError as exc:
+            errors.append(f"xfrm: {exc}")
+        return 0
+
+    def _apply_charon(
+        self, desired: DesiredNode, errors: list[str], hold: bool = False
+    ) -> tuple[bool, bool, list[SecurityAssociation], int]:
+        try:
+            charon = self._connect()
+            current = charon.charon_id()
+            if self.charon_id is not None and current != self.charon_id:
+                log.warning("charon restarted (%s -> %s): loading everything", self.charon_id,
+                            current)
+            self.charon_id = current
+            plan = self._plan_charon(desired.charon, charon.read_actual())
+            changed = not hold and not plan.is_empty
+            if changed:
+                log.info("charon: applying changes (%s)", _describe_plan(plan))
+                charon.apply(plan)
+            states = self._xfrm.read_states()
+            sas = charon.list_sas()
+        except Exception as exc:  # charon down, restarting, or refusing: retry soon
+            errors.append(f"charon: {type(exc).__name__}: {exc}")
+            self.close()
+            return False, False, [], 0
+        return changed, True, sas, 0 if hold else self._remove_stale(states, sas)
+
+    def _remove_stale(self, states: list[XfrmState], sas: list[SecurityAssociation]) -> int:
+        """Delete owned SAs charon does not know, once they were stale on two passes in a row."""
+        live = [s for sa in sas for s in (sa.spi_in, sa.spi_out) if s]
+        stale = stale_states(states, live)
+        keys = frozenset((s.src, s.dst, s.spi) for s in stale)
+        confirmed = [s for s in stale if (s.src, s.dst, s.spi) in self._stale_candidates]
+        self._stale_candidates = keys
+        if confirmed:
+            log.info("removing %d stale SAs: %s", len(confirmed),
+                     ", ".join(s.describe() for s in confirmed))
+            try:
+                self._xfrm.delete_states(confirmed)
+            except OSError as exc:
+                log.warning("removing stale SAs failed: %s", exc)
+        return len(confirmed)
+
+    def _connect(self) -> CharonPort:
+        if self._charon is None:
+            self._charon = self._charon_factory()
+        return self._charon
+
+def _describe_plan(plan: CharonPlan) -> str:
+    """Connection names and credential counts only: a plan holds private keys, never logged."""
+    parts = []
+    if plan.clear_creds:
+        parts.append("clear credentials")
+    if plan.unload_conns:
+        parts.append(f"unload {', '.join(plan.unload_conns)}")
+    if plan.load_conns:
+        parts.append(f"load {', '.join(sorted(plan.load_conns))}")
+    for label, items in (
+        ("certificates", plan.load_certs), ("keys", plan.load_keys),
+        ("CAs", plan.load_authorities), ("unloaded keys", plan.unload_keys),
+        ("unloaded CAs", plan.unload_authorities),
+    ):
+        if items:
+            parts.append(f"{len(items)} {label}")
+    return "; ".join(parts) or "nothing"

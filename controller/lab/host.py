@@ -1,0 +1,334 @@
+"""Host side of ``hack/lab``: boots user-mode-linux around ``inside.py`` and builds the report.
+
+Everything it starts lives in one process group in a new session, and one temp dir; both are
+removed on every exit path (success, failure, timeout, Ctrl-C, SIGTERM), the temp dir unless
+``--keep-logs`` copies it somewhere first.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import yaml
+
+from controller.lab import report as reporting
+from controller.lab.pcap import read_pcap
+
+PROJECT = Path(__file__).resolve().parents[2]
+INSIDE = Path(__file__).resolve().with_name("inside.py")
+UML = "linux.uml"
+DEFAULT_POLICY = PROJECT / "examples" / "policy.yaml"
+
+
+@dataclass
+class LabOptions:
+    nodes: int = 3
+    policy: Path | None = DEFAULT_POLICY
+    mode: str = "standalone"
+    steps: list[dict[str, Any]] = field(default_factory=list)
+    extra_files: Mapping[str, Path] = field(default_factory=dict)  # name in lab -> host file
+    resync_seconds: float = 5
+    ready_timeout: float = 120
+    probe_timeout: float = 15
+    timeout: float = 600
+    keep_logs: Path | None = None
+    memory_mb: int | None = None
+    charon_log_level: int = 1
+    static_bypass: list[str] = field(default_factory=list)
+    static_level: str = "required"
+
+
+class LabError(RuntimeError):
+    """The lab could not run (as opposed to: it ran and found problems)."""
+
+
+def policy_generations(path: Path) -> dict[str, int]:
+    """Names of the IPsecPolicies in a manifest file and the generation agents will report."""
+    with path.open() as f:
+        docs = [d for d in yaml.safe_load_all(f) if isinstance(d, dict)]
+    result = {}
+    for doc in docs:
+        if doc.get("kind") == "IPsecPolicy":
+            meta = doc.get("metadata") or {}
+            result[str(meta.get("name"))] = int(meta.get("generation") or 1)
+    return result
+
+
+def acq_expires(path: Path) -> int | None:
+    """The smallest xfrmAcqExpiresSeconds of the file's policies (charon writes it at start)."""
+    with path.open() as f:
+        docs = [d for d in yaml.safe_load_all(f) if isinstance(d, dict)]
+    values = [
+        int((d.get("spec") or {}).get("xfrmAcqExpiresSeconds", 6))
+        for d in docs
+        if d.get("kind") == "IPsecPolicy"
+    ]
+    return min(values, default=None)
+
+
+def strongswan_confs(n: int, log_level: int, acq: int | None) -> dict[str, str]:
+    """Each lab node's strongswan.conf as the project renders it (own VICI socket, log file)."""
+    from controller.strongswan import render_strongswan_conf
+
+    return {
+        f"node-{i}": render_strongswan_conf(
+            vici_socket=f"/mnt/state/node-{i}/charon.vici",
+            log_level=log_level,
+            log_file=f"/mnt/lab/logs/node-{i}-charon.log",
+            xfrm_acq_expires=acq,
+        )
+        for i in range(1, n + 1)
+    }
+
+
+def _init_script(workdir: Path) -> Path:
+    python = Path(sys.executable)
+    script = workdir / "init.sh"
+    script.write_text(
+        "#!/bin/sh\n"
+        "export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\n"
+        f"exec {python} -S -B {INSIDE} {workdir}/config.json\n"
+    )
+    script.chmod(0o755)
+    return script
+
+
+@contextlib.contextmanager
+def _terminating_signals() -> Iterator[None]:
+    """SIGTERM/SIGHUP raise KeyboardInterrupt so the same cleanup runs as for Ctrl-C."""
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    old = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=10)
+
+
+def run_lab(options: LabOptions) -> dict[str, Any]:
+    """Boot the lab, run it, return the report (raises LabError if the lab itself failed)."""
+    if shutil.which(UML) is None:
+        raise LabError(f"{UML} not found: install user-mode-linux (hack/install-system-deps)")
+    from controller.lab.inside import Lab
+
+    unknown = [s.get("do") for s in options.steps if not hasattr(Lab, f"step_{s.get('do')}")]
+    if unknown:
+        raise LabError(f"unknown scenario steps: {unknown} (see controller/lab/__init__.py)")
+    workdir = Path(tempfile.mkdtemp(prefix="strongmesh-lab-"))
+    proc: subprocess.Popen[bytes] | None = None
+    try:
+        expected: dict[str, int] = {}
+        config: dict[str, Any] = {
+            "hostdir": str(workdir),
+            "nodes": options.nodes,
+            "mode": options.mode,
+            "python": sys.executable,
+            "project": str(PROJECT),
+            "resync_seconds": options.resync_seconds,
+            "ready_timeout": options.ready_timeout,
+            "probe_timeout": options.probe_timeout,
+            "charon_log_level": options.charon_log_level,
+            "steps": options.steps,
+            "static_bypass": options.static_bypass,
+            "static_level": options.static_level,
+        }
+        if options.mode != "static":
+            if options.policy is None:
+                raise LabError("--policy is required")
+            shutil.copyfile(options.policy, workdir / "policy.yaml")
+            expected = policy_generations(options.policy)
+            config["policy"] = "/mnt/lab/policy.yaml"
+            config["strongswan_confs"] = strongswan_confs(
+                options.nodes, options.charon_log_level, acq_expires(options.policy)
+            )
+        config["expected"] = expected
+        for name, source in options.extra_files.items():
+            shutil.copyfile(source, workdir / name)
+        (workdir / "config.json").write_text(json.dumps(config, indent=1))
+        init = _init_script(workdir)
+        memory = options.memory_mb or 256 + 96 * options.nodes
+        console = (workdir / "console.log").open("wb")
+        started = time.time()
+        with _terminating_signals():
+            proc = subprocess.Popen(
+                [UML, f"mem={memory}M", "root=/dev/root", "rootfstype=hostfs", "rootflags=/",
+                 "ro", f"init={init}", "con0=null,fd:1", "con=null", "quiet"],
+                stdin=subprocess.DEVNULL, stdout=console, stderr=subprocess.STDOUT,
+                start_new_session=True, cwd=workdir,
+            )
+            try:
+                proc.wait(timeout=options.timeout)
+            except subprocess.TimeoutExpired:
+                raise LabError(f"the lab did not finish within {options.timeout} s") from None
+            finally:
+                _kill_group(proc)
+                console.close()
+        results_path = workdir / "results.json"
+        if not results_path.exists():
+            tail = (workdir / "console.log").read_text(errors="replace")[-3000:]
+            raise LabError(f"the lab wrote no results; console ends with:\n{tail}")
+        results = json.loads(results_path.read_text())
+        capture = workdir / "capture.pcap"
+        packets = list(read_pcap(capture.read_bytes())) if capture.exists() else []
+        report = build_report(results, packets, options.nodes, expected)
+        report["wall_seconds"] = round(time.time() - started, 3)
+        return report
+    finally:
+        if proc is not None and proc.poll() is None:
+            _kill_group(proc)
+        if options.keep_logs is not None:
+            options.keep_logs.mkdir(parents=True, exist_ok=True)
+            shutil.copytree(workdir, options.keep_logs, dirs_exist_ok=True)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def build_report(
+    results: Mapping[str, Any], packets: Sequence[Any], n: int, expected: Mapping[str, int]
+) -> dict[str, Any]:
+    names = [f"node-{i}" for i in range(1, n + 1)]
+    addresses = {name: f"10.77.0.{i}" for i, name in enumerate(names, start=1)}
+    nodes = reporting.node_rows(names, results.get("statuses", {}), addresses)
+    rounds = {r["label"]: r for r in results.get("rounds", [])}
+    main = rounds.get("main", {"probes": []})
+    report: dict[str, Any] = {
+        "ready": bool(results.get("ready")) and not results.get("errors"),
+        "seconds_to_ready": results.get("seconds_to_ready"),
+        "mode": results.get("mode"),
+        "nodes": nodes,
+        "traffic": reporting.traffic_rows(main["probes"], packets),
+        "policy_status": reporting.standalone_policy_status(nodes, expected),
+        "rounds": {
+            label: {
+                "seconds": r["seconds"],
+                "traffic": reporting.traffic_rows(r["probes"], packets),
+            }
+            for label, r in rounds.items()
+        },
+        "timings": timings(results, rounds.get("warmup"), names, packets),
+        "sas_complete": results.get("sas_complete"),
+        "owned_policies": results.get("owned_policies", {}),
+        "steps": results.get("steps", []),
+        "states": results.get("states", {}),
+        "snapshots": results.get("snapshots", {}),
+        "timeline": results.get("timeline", {}),
+        "errors": results.get("errors", []),
+    }
+    return report
+
+
+def timings(
+    results: Mapping[str, Any], warmup: Mapping[str, Any] | None, names: Sequence[str],
+    packets: Sequence[Any],
+) -> dict[str, Any]:
+    """Policy applied -> every node pair delivered over ESP; first packet -> SA, per pair.
+
+    The warm-up round is the first traffic after the agents report ready, so no SA exists when
+    it starts: the time from a pair's first datagram to its delivery is negotiation time.
+    """
+    applied = (results.get("timeline") or {}).get("policy applied")
+    if warmup is None or applied is None:
+        return {}
+    applied_at = float(results["started"]) + float(applied)
+    pairs = [p for p in warmup["probes"] if p["src"] in names and p["dst"] in names]
+    rows = reporting.traffic_rows(pairs, packets)
+    all_esp = bool(pairs) and all(r["seen"] == "esp" and r["delivered"] for r in rows)
+    first_to_sa = sorted(r["seconds"] for r in rows if r["seconds"] is not None)
+    return {
+        "policy_applied_to_all_pairs_esp": (
+            round(max(float(p["delivered_at"]) for p in pairs) - applied_at, 3)
+            if all_esp else None
+        ),
+        "first_packet_to_sa_seconds": {
+            "min": first_to_sa[0] if first_to_sa else None,
+            "median": first_to_sa[len(first_to_sa) // 2] if first_to_sa else None,
+            "max": first_to_sa[-1] if first_to_sa else None,
+        },
+    }
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--nodes", type=int, default=3, help="number of lab nodes (default 3)")
+    parser.add_argument("--policy", type=Path, default=DEFAULT_POLICY,
+                        help="IPsecPolicy + Secret YAML fed to every agent")
+    parser.add_argument("--json", action="store_true", help="print the JSON report")
+    parser.add_argument("--keep-logs", type=Path, metavar="DIR",
+                        help="copy the lab directory (logs, capture, results) to DIR")
+    parser.add_argument("--mode", choices=("standalone", "static"), default="standalone",
+                        help="standalone: one agent per node fed the policy file (default); "
+                        "static: hand-written PSK charon configs, no agent (checks the lab)")
+    parser.add_argument("--steps", type=Path, metavar="FILE",
+                        help="JSON list of scenario steps run after the first probe round")
+    parser.add_argument("--file", action="append", default=[], metavar="NAME=PATH",
+                        help="extra file copied into the lab directory (for steps)")
+    parser.add_argument("--resync-seconds", type=float, default=5,
+                        help="agents' drift-repair timer (default 5 in the lab)")
+    parser.add_argument("--timeout", type=float, default=600, help="kill the lab after this")
+
+
+def options_from(args: argparse.Namespace) -> LabOptions:
+    extra = {}
+    for item in args.file:
+        name, _, path = item.partition("=")
+        extra[name] = Path(path)
+    steps = json.loads(args.steps.read_text()) if args.steps else []
+    return LabOptions(
+        nodes=args.nodes, policy=args.policy, mode=args.mode, steps=steps, extra_files=extra,
+        resync_seconds=args.resync_seconds, timeout=args.timeout, keep_logs=args.keep_logs,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="hack/lab",
+        description="Kernel lab: N strongmesh nodes and a bystander in user-mode-linux, probed "
+        "pair by pair and captured on the switch.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    run_parser = sub.add_parser("run", help="run the lab and print the report")
+    add_arguments(run_parser)
+    demo = sub.add_parser("demo", help="3 nodes on examples/policy.yaml, readable summary")
+    demo.add_argument("--keep-logs", type=Path, metavar="DIR")
+    args = parser.parse_args(argv)
+    if args.command == "demo":
+        options = LabOptions(nodes=3, policy=DEFAULT_POLICY, keep_logs=args.keep_logs)
+        as_json = False
+    else:
+        options = options_from(args)
+        as_json = args.json
+    try:
+        report = run_lab(options)
+    except LabError as exc:
+        print(f"lab failed: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("lab interrupted; everything it started was removed", file=sys.stderr)
+        return 130
+    if as_json:
+        print(json.dumps(report, indent=2))
+    else:
+        print(reporting.format_summary(report))
+    return 0 if report["ready"] else 1

@@ -1,0 +1,725 @@
+"""The lab's PID 1 inside user-mode-linux: builds the network, starts the nodes, probes, records.
+
+Run as ``python -S -B inside.py CONFIG.json`` by the init script that ``host`` writes. It imports
+only the standard library (every import inside goes through hostfs and is slow) and never
+imports the rest of ``controller``: the agents it starts do that, in their own processes.
+
+The run is a sequence of steps so that other modes can reuse it: ``setup`` (filesystems,
+modules, switch, hosts, capture, charons), ``start control plane`` (standalone: one agent per
+node fed the policy file; a cluster mode would start an API server and the operator here),
+``wait ready``, ``warm up`` + ``wait SAs``, ``probe``, the scenario's extra steps, ``collect``.
+Everything it learns goes to ``results.json`` in the shared directory; the host builds the
+report from that file and the switch capture.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import json
+import os
+import re
+import select
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import traceback
+from collections.abc import Callable, Iterator
+from typing import Any
+
+SHARED = "/mnt/lab"  # the host's temp dir, writable through hostfs
+STATE = "/mnt/state"  # per-node sockets and status files (tmpfs, visible to every namespace)
+MODULE_ROOT = "/run/modroot"
+PROBE_PORT = 7777
+CHARON = "/usr/lib/ipsec/charon"
+CLONE_NEWNET = 0x40000000
+SWITCH = "sw0"
+BYSTANDER = "bystander"
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def log(message: str) -> None:
+    """Progress on the console (the host keeps it as console.log)."""
+    print(f"[lab {time.monotonic():8.2f}] {message}", flush=True)
+
+
+def sh(*argv: str, check: bool = True) -> str:
+    result = subprocess.run(argv, capture_output=True, text=True, check=False)
+    if check and result.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv)}: {result.stderr.strip() or result.returncode}")
+    return result.stdout
+
+
+@contextlib.contextmanager
+def in_netns(name: str) -> Iterator[None]:
+    """Switch this thread into a named network namespace (sockets created there stay there)."""
+    own = os.open("/proc/self/ns/net", os.O_RDONLY)
+    target = os.open(f"/run/netns/{name}", os.O_RDONLY)
+    try:
+        if _libc.setns(target, CLONE_NEWNET) != 0:
+            raise OSError(ctypes.get_errno(), f"setns {name}")
+        yield
+    finally:
+        _libc.setns(own, CLONE_NEWNET)
+        os.close(own)
+        os.close(target)
+
+
+class Host:
+    """A lab host: a network namespace with one veth on the switch."""
+
+    def __init__(self, name: str, address: str, node: bool) -> None:
+        self.name = name
+        self.address = address
+        self.node = node
+        self.charon: subprocess.Popen[bytes] | None = None
+        self.agent: subprocess.Popen[bytes] | None = None
+        self.state_dir = f"{STATE}/{name}"
+
+    @property
+    def vici(self) -> str:
+        return f"unix://{self.state_dir}/charon.vici"
+
+    @property
+    def status_file(self) -> str:
+        return f"{self.state_dir}/status.json"
+
+
+class Lab:
+    def __init__(self, config: dict[str, Any]) -> None:
+        self.config = config
+        self.t0 = time.time()
+        self.nodes = [
+            Host(f"node-{i}", f"10.77.0.{i}", True) for i in range(1, int(config["nodes"]) + 1)
+        ]
+        self.bystander = Host(BYSTANDER, "10.77.0.200", False)
+        self.hosts = [*self.nodes, self.bystander]
+        self.results: dict[str, Any] = {
+            "mode": config.get("mode", "standalone"),
+            "started": self.t0,
+            "timeline": {},
+            "ready": False,
+            "seconds_to_ready": None,
+            "rounds": [],
+            "steps": [],
+            "states": {},
+            "statuses": {},
+            "errors": [],
+        }
+        self.capture: subprocess.Popen[bytes] | None = None
+        self.receivers: dict[str, socket.socket] = {}
+        self.senders: dict[str, socket.socket] = {}
+        self.policy_file = f"{STATE}/policy.yaml"
+
+    # ---------------------------------------------------------------- setup
+    def mark(self, event: str) -> None:
+        self.results["timeline"][event] = round(time.time() - self.t0, 3)
+        log(event)
+
+    def mount_filesystems(self) -> None:
+        os.system("mount -t proc proc /proc")
+        sh("mount", "-t", "sysfs", "sys", "/sys")
+        for path in ("/run", "/tmp", "/mnt"):
+            sh("mount", "-t", "tmpfs", "tmpfs", path)
+        os.makedirs(SHARED)
+        sh("mount", "-t", "hostfs", "none", SHARED, "-o", self.config["hostdir"])
+        os.makedirs(STATE)
+        os.makedirs(f"{SHARED}/logs", exist_ok=True)
+
+    def load_modules(self) -> None:
+        version = os.uname().release
+        moddir = f"{MODULE_ROOT}/lib/modules/{version}"
+        os.makedirs(moddir)
+        sh("mount", "--bind", f"/usr/lib/uml/modules/{version}", moddir)
+        wrapper = "/run/modprobe"
+        with open(wrapper, "w") as f:
+            f.write(f'#!/bin/sh\nexec /sbin/modprobe -d {MODULE_ROOT} "$@"\n')
+        os.chmod(wrapper, 0o755)
+        with open("/proc/sys/kernel/modprobe", "w") as f:
+            f.write(wrapper)
+        for module in ("veth", "bridge", "xfrm_user", "esp4", "esp6", "authenc", "gcm"):
+            sh(wrapper, module)
+
+    def build_network(self) -> None:
+        sh("ip", "link", "set", "lo", "up")
+        sh("ip", "link", "add", SWITCH, "type", "bridge")
+        sh("ip", "link", "set", SWITCH, "up")
+        for host in self.hosts:
+            sh("ip", "netns", "add", host.name)
+            sh("ip", "link", "add", f"v-{host.name}", "type", "veth", "peer", "name", "eth0",
+               "netns", host.name)
+            sh("ip", "link", "set", f"v-{host.name}", "master", SWITCH, "up")
+            sh("ip", "-n", host.name, "addr", "add", f"{host.address}/24", "dev", "eth0")
+            sh("ip", "-n", host.name, "link", "set", "eth0", "up")
+            sh("ip", "-n", host.name, "link", "set", "lo", "up")
+            os.makedirs(host.state_dir)
+        for host in self.hosts:
+            with in_netns(host.name):
+                rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                rx.bind(("0.0.0.0", PROBE_PORT))
+                rx.setblocking(False)
+                tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                tx.setblocking(False)
+            self.receivers[host.name] = rx
+            self.senders[host.name] = tx
+
+    def start_capture(self) -> None:
+        self.capture = subprocess.Popen(
+            ["tcpdump", "-i", SWITCH, "-w", f"{SHARED}/capture.pcap", "-U", "-Z", "root",
+             "-s", "262", "-n", "ip or ip6"],
+            stdout=subprocess.DEVNULL,
+            stderr=open(f"{SHARED}/logs/tcpdump.log", "wb"),  # noqa: SIM115 - lives on
+        )
+        deadline = time.time() + 10
+        while time.time() < deadline:  # tcpdump prints "listening on" once capturing
+            with open(f"{SHARED}/logs/tcpdump.log", "rb") as f:
+                if b"listening" in f.read():
+                    return
+            time.sleep(0.05)
+        raise RuntimeError("tcpdump did not start")
+
+    def stop_capture(self) -> None:
+        """Stop tcpdump once it wrote everything: a marker datagram must be in the file."""
+        if self.capture is None:
+            return
+        marker = f"SMLAB-END-{os.urandom(4).hex()}".encode()
+        deadline = time.time() + 5
+        with contextlib.suppress(OSError):
+            self.senders[BYSTANDER].sendto(marker, (self.nodes[0].address, PROBE_PORT))
+            while time.time() < deadline:
+                with open(f"{SHARED}/capture.pcap", "rb") as f:
+                    if marker in f.read():
+                        break
+                time.sleep(0.05)
+        self.capture.send_signal(signal.SIGINT)
+        self.capture.wait(timeout=10)
+        self.capture = None
+
+    def charon_conf(self, host: Host) -> str:
+        """The project's rendered strongswan.conf, or the static mode's hand-written one."""
+        path = f"{host.state_dir}/strongswan.conf"
+        rendered = (self.config.get("strongswan_confs") or {}).get(host.name)
+        if rendered is None:
+            level = int(self.config.get("charon_log_level", 1))
+            logfile = f"{SHARED}/logs/{host.name}-charon.log"
+            rendered = (
+                STATIC_STRONGSWAN_CONF.replace("@VICI@", host.vici)
+                + "charon {\n  filelog {\n"
+                f"    lab {{\n      path = {logfile}\n      time_format = %H:%M:%S\n"
+                f"      default = {level}\n      ike_name = yes\n      flush_line = yes\n"
+                "    }\n  }\n}\n"
+            )
+        with open(path, "w") as f:
+            f.write(rendered)
+        return path
+
+    def start_charon(self, host: Host) -> None:
+        conf = self.charon_conf(host)
+        socket_path = host.vici.removeprefix("unix://")
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(socket_path)
+        # Own mount namespace (ip netns exec makes one) with a private /run for charon.pid.
+        host.charon = subprocess.Popen(
+            ["ip", "netns", "exec", host.name, "sh", "-c",
+             f"mount -t tmpfs tmpfs /run && exec {CHARON}"],
+            env={"PATH": os.environ["PATH"], "STRONGSWAN_CONF": conf},
+            stdout=subprocess.DEVNULL,
+            stderr=open(f"{SHARED}/logs/{host.name}-charon.stderr", "ab"),  # noqa: SIM115
+        )
+        deadline = time.time() + 20
+        while not os.path.exists(socket_path):
+            if host.charon.poll() is not None or time.time() > deadline:
+                raise RuntimeError(f"charon on {host.name} did not start")
+            time.sleep(0.05)
+
+    def start_charons(self) -> None:
+        for host in self.nodes:
+            self.start_charon(host)
+
+    # -------------------------------------------------------- control plane
+    def start_control_plane(self) -> None:
+        mode = self.config.get("mode", "standalone")
+        if mode == "static":
+            for host in self.nodes:
+                self.static_configure(host)
+        elif mode == "standalone":
+            shutil.copyfile(self.config["policy"], self.policy_file)
+            for host in self.nodes:
+                self.start_agent(host)
+        else:
+            raise RuntimeError(f"unknown lab mode {mode!r}")
+
+    def start_agent(self, host: Host) -> None:
+        python = self.config["python"]
+        argv = [
+            "ip", "netns", "exec", host.name,
+            python, "-B", "-m", "controller.agent",
+            "--node", host.name,
+            "--policy-file", self.policy_file,
+            "--status-file", host.status_file,
+            "--vici", host.vici,
+            "--resync-seconds", str(self.config.get("resync_seconds", 5)),
+            "--log-level", str(self.config.get("agent_log_level", "info")),
+        ]
+        env = {
+            "PATH": os.environ["PATH"],
+            "PYTHONDONTWRITEBYTECODE": "1",
+            "PYTHONPATH": self.config["project"],
+            "HOME": "/tmp",
+        }
+        host.agent = subprocess.Popen(
+            argv, env=env, cwd="/tmp", stdin=subprocess.DEVNULL,
+            stdout=open(f"{SHARED}/logs/{host.name}-agent.log", "ab"),  # noqa: SIM115
+            stderr=subprocess.STDOUT,
+        )
+
+    def static_configure(self, host: Host) -> None:
+        """Hand-written PSK configuration (no agent): checks the lab itself."""
+        path = f"{host.state_dir}/swanctl.conf"
+        with open(path, "w") as f:
+            f.write(STATIC_SWANCTL.replace("@ADDR@", host.address))
+        sh("swanctl", "--load-all", "--noprompt", "--uri", host.vici, "--file", path)
+        reqid = "0x534d0001"
+        level = self.config.get("static_level", "required")
+        ns = ("ip", "-n", host.name, "xfrm", "policy", "add")
+        me = f"{host.address}/32"
+        for d, src, dst in (("out", me, "10.77.0.0/24"), ("in", "10.77.0.0/24", me)):
+            sh(*ns, "dir", d, "src", src, "dst", dst, "priority", "8008", "tmpl", "proto", "esp",
+               "mode", "transport", "reqid", reqid, "level", level)
+        bypass = [(me, me)]
+        for subnet in self.config.get("static_bypass", []):
+            bypass += [(me, subnet), (subnet, me)]
+        for src, dst in bypass:
+            for d in ("out", "in") if src == dst else (("out",) if src == me else ("in",)):
+                sh(*ns, "dir", d, "src", src, "dst", dst, "priority", "7000", "action", "allow")
+        sh("ip", "netns", "exec", host.name, "sysctl", "-q", "-w", "net.core.xfrm_acq_expires=3")
+
+    # ----------------------------------------------------------- readiness
+    def read_status(self, host: Host) -> dict[str, Any] | None:
+        try:
+            with open(host.status_file) as f:
+                data: dict[str, Any] = json.load(f)
+                return data
+        except (OSError, ValueError):
+            return None
+
+    def node_ready(self, host: Host, expected: dict[str, int]) -> bool:
+        data = self.read_status(host)
+        if data is None:
+            return False
+        status = data.get("status") or {}
+        if status.get("errors"):
+            return False
+        enforced = {
+            p.get("name"): p for p in status.get("policies", []) if p.get("enforcing", True)
+        }
+        return all(
+            name in enforced and enforced[name].get("generation") == generation
+            for name, generation in expected.items()
+        )
+
+    def wait_ready(self, expected: dict[str, int], timeout: float) -> float | None:
+        start = time.time()
+        if self.config.get("mode") == "static":
+            return 0.0
+        while time.time() - start < timeout:
+            if all(self.node_ready(h, expected) for h in self.nodes):
+                return time.time() - start
+            for h in self.nodes:
+                if h.agent is not None and h.agent.poll() is not None:
+                    raise RuntimeError(f"agent on {h.name} exited with {h.agent.returncode}")
+            time.sleep(0.1)
+        return None
+
+    # -------------------------------------------------------------- probing
+    def probe(self, label: str, timeout: float, interval: float = 0.25) -> dict[str, Any]:
+        """Send a token for every ordered pair until it arrives or the timeout passes."""
+        nonce = os.urandom(4).hex()
+        probes: dict[str, dict[str, Any]] = {}
+        for src in self.hosts:
+            for dst in self.hosts:
+                if src is dst:
+                    continue
+                token = f"SMPROBE:{label}:{src.name}:{dst.name}:{nonce}"
+                probes[token] = {
+                    "src": src.name, "dst": dst.name,
+                    "src_address": src.address, "dst_address": dst.address,
+                    "token": token, "first_sent": None, "last_sent": None, "attempts": 0,
+                    "send_errors": 0, "delivered": False, "delivered_at": None,
+                }
+        start = time.time()
+        next_send = start
+        fds = {s.fileno(): name for name, s in self.receivers.items()}
+        while time.time() - start < timeout:
+            now = time.time()
+            if now >= next_send:
+                for token, p in probes.items():
+                    if p["delivered"]:
+                        continue
+                    p["attempts"] += 1
+                    p["first_sent"] = p["first_sent"] or now
+                    p["last_sent"] = now
+                    try:
+                        self.senders[p["src"]].sendto(
+                            token.encode(), (p["dst_address"], PROBE_PORT)
+                        )
+                    except OSError:
+                        p["send_errors"] += 1
+                next_send = now + interval
+            if all(p["delivered"] for p in probes.values()):
+                break
+            ready, _, _ = select.select(list(fds), [], [], max(0.0, next_send - time.time()))
+            for fd in ready:
+                sock = self.receivers[fds[fd]]
+                with contextlib.suppress(BlockingIOError):
+                    while True:
+                        data, _ = sock.recvfrom(2048)
+                        got = probes.get(data.decode(errors="replace"))
+                        if got is not None and got["dst"] == fds[fd] and not got["delivered"]:
+                            got["delivered"] = True
+                            got["delivered_at"] = time.time()
+        result = {
+            "label": label,
+            "started": start,
+            "seconds": round(time.time() - start, 3),
+            "probes": list(probes.values()),
+        }
+        self.results["rounds"].append(result)
+        delivered = sum(p["delivered"] for p in probes.values())
+        log(f"probe {label}: {delivered}/{len(probes)} delivered in {result['seconds']} s")
+        return result
+
+    def xfrm_states(self, host: Host) -> list[dict[str, Any]]:
+        """ESP states of a node as (src, dst, spi, reqid)."""
+        text = sh("ip", "-n", host.name, "xfrm", "state")
+        states = []
+        for m in re.finditer(
+            r"src (\S+) dst (\S+)\s+proto esp spi (0x[0-9a-f]+) reqid (\d+)", text
+        ):
+            states.append(
+                {"src": m.group(1), "dst": m.group(2), "spi": m.group(3), "reqid": int(m.group(4))}
+            )
+        return states
+
+    def wait_sas(self, timeout: float) -> bool:
+        """Wait until every node holds ESP states in both directions with every other node."""
+        start = time.time()
+        while time.time() - start < timeout:
+            complete = True
+            for host in self.nodes:
+                pairs = {(s["src"], s["dst"]) for s in self.xfrm_states(host)}
+                for peer in self.nodes:
+                    if peer is host:
+                        continue
+                    if (host.address, peer.address) not in pairs or (
+                        peer.address, host.address) not in pairs:
+                        complete = False
+            if complete:
+                return True
+            time.sleep(0.3)
+        return False
+
+    # ---------------------------------------------------------------- steps
+    def host(self, name: str) -> Host:
+        for h in self.hosts:
+            if h.name == name:
+                return h
+        raise KeyError(name)
+
+    def run_step(self, step: dict[str, Any]) -> None:
+        action = step["do"]
+        started = time.time()
+        record: dict[str, Any] = {"do": action, "args": step, "ok": True, "detail": None}
+        try:
+            handler: Callable[[dict[str, Any]], Any] = getattr(self, "step_" + action)
+            record["detail"] = handler(step)
+        except Exception as exc:  # a failed step is a finding, the run goes on
+            record["ok"] = False
+            record["detail"] = f"{type(exc).__name__}: {exc}"
+        record["at"] = round(started - self.t0, 3)
+        record["seconds"] = round(time.time() - started, 3)
+        self.results["steps"].append(record)
+        log(f"step {action}: ok={record['ok']} {record['seconds']} s")
+
+    def step_sleep(self, step: dict[str, Any]) -> None:
+        time.sleep(float(step["seconds"]))
+
+    def step_probe(self, step: dict[str, Any]) -> str:
+        result = self.probe(step["label"], float(step.get("timeout", 20)))
+        return str(result["label"])
+
+    def step_flush_xfrm(self, step: dict[str, Any]) -> None:
+        what = step.get("what", "policy")
+        for name in self.targets(step):
+            kinds = ("policy", "state") if what == "all" else (what,)
+            for kind in kinds:
+                sh("ip", "-n", name, "xfrm", kind, "flush")
+
+    def step_restart_charon(self, step: dict[str, Any]) -> None:
+        sig = getattr(signal, "SIG" + step.get("signal", "TERM"))
+        for name in self.targets(step):
+            host = self.host(name)
+            assert host.charon is not None
+            host.charon.send_signal(sig)
+            host.charon.wait(timeout=30)
+            time.sleep(float(step.get("down_seconds", 0)))
+            self.start_charon(host)
+
+    def step_kill_agent(self, step: dict[str, Any]) -> None:
+        sig = getattr(signal, "SIG" + step.get("signal", "KILL"))
+        for name in self.targets(step):
+            host = self.host(name)
+            assert host.agent is not None
+            host.agent.send_signal(sig)
+            host.agent.wait(timeout=30)
+
+    def step_start_agent(self, step: dict[str, Any]) -> None:
+        for name in self.targets(step):
+            self.start_agent(self.host(name))
+
+    def step_write_policy(self, step: dict[str, Any]) -> None:
+        tmp = self.policy_file + ".new"
+        shutil.copyfile(f"{SHARED}/{step['file']}", tmp)
+        os.rename(tmp, self.policy_file)
+
+    def step_wait_ready(self, step: dict[str, Any]) -> float:
+        """Wait until every node reports the expected generations, in a status written now."""
+        expected = {k: int(v) for k, v in step["expected"].items()}
+        started = time.time()
+        deadline = started + float(step.get("timeout", 60))
+        while time.time() < deadline:
+            fresh = all(self.status_mtime(h) > started for h in self.nodes)
+            if fresh and all(self.node_ready(h, expected) for h in self.nodes):
+                return round(time.time() - started, 3)
+            time.sleep(0.1)
+        raise RuntimeError(f"nodes not ready for {expected} within {step.get('timeout', 60)} s")
+
+    def status_mtime(self, host: Host) -> float:
+        try:
+            return os.stat(host.status_file).st_mtime
+        except OSError:
+            return 0.0
+
+    def owned_policies(self, host: Host) -> int:
+        """How many xfrm policies in strongmesh's priority bands (7000-8999) the node holds."""
+        text = sh("ip", "-n", host.name, "xfrm", "policy")
+        return sum(7000 <= int(p) <= 8999 for p in re.findall(r"priority (\d+)", text))
+
+    def step_wait_policies(self, step: dict[str, Any]) -> float:
+        """Wait until every node holds as many owned xfrm policies as after the first probe."""
+        started = time.time()
+        want = self.results["owned_policies"]
+        deadline = started + float(step.get("timeout", 30))
+        while time.time() < deadline:
+            if all(self.owned_policies(h) >= want[h.name] for h in self.nodes):
+                return round(time.time() - started, 3)
+            time.sleep(0.1)
+        raise RuntimeError("owned xfrm policies not restored")
+
+    def step_wait_sas(self, step: dict[str, Any]) -> bool:
+        return self.wait_sas(float(step.get("timeout", 20)))
+
+    def step_wait_status(self, step: dict[str, Any]) -> dict[str, Any] | None:
+        """Wait until the nodes' status files have an error containing a text."""
+        deadline = time.time() + float(step.get("timeout", 30))
+        needle = step.get("error_contains", "")
+        waiting = [self.host(name) for name in self.targets(step)]
+        found: dict[str, Any] = {}
+        while waiting and time.time() < deadline:
+            for host in list(waiting):
+                data = self.read_status(host) or {}
+                errors = (data.get("status") or {}).get("errors", [])
+                if any(needle in t for t in errors):
+                    found[host.name] = errors
+                    waiting.remove(host)
+            time.sleep(0.2)
+        if waiting:
+            raise RuntimeError(f"no status error containing {needle!r} on "
+                               f"{', '.join(h.name for h in waiting)}")
+        return found
+
+    def step_snapshot(self, step: dict[str, Any]) -> None:
+        label = step["label"]
+        self.results["states"][label] = {h.name: self.xfrm_states(h) for h in self.nodes}
+        self.results.setdefault("snapshots", {})[label] = self.collect_statuses(refresh=True)
+
+    def step_measure_agents(self, step: dict[str, Any]) -> dict[str, Any]:
+        """Each agent's RSS and CPU share over a window at rest (no input changes)."""
+        seconds = float(step.get("seconds", 10))
+        tick = os.sysconf("SC_CLK_TCK")
+
+        def cpu(pid: int) -> int:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            return int(fields[11]) + int(fields[12])  # utime + stime
+
+        def rss_kib(pid: int) -> int:
+            with open(f"/proc/{pid}/status") as f:
+                for line in f:
+                    if line.startswith("VmRSS:"):
+                        return int(line.split()[1])
+            return 0
+
+        agents = {h.name: h.agent.pid for h in self.nodes if h.agent is not None}
+        before = {name: cpu(pid) for name, pid in agents.items()}
+        time.sleep(seconds)
+        return {
+            name: {
+                "rss_mib": round(rss_kib(pid) / 1024, 1),
+                "cpu_percent": round(100 * (cpu(pid) - before[name]) / tick / seconds, 2),
+            }
+            for name, pid in agents.items()
+        }
+
+    def step_measure_pass(self, step: dict[str, Any]) -> list[float]:
+        """SIGHUP -> status file rewritten: one whole pass with nothing to change, timed."""
+        host = self.host(step.get("node", self.nodes[0].name))
+        assert host.agent is not None
+        durations = []
+        for _ in range(int(step.get("repeat", 5))):
+            before = self.status_mtime(host)
+            time.sleep(0.3)
+            started = time.time()
+            host.agent.send_signal(signal.SIGHUP)
+            while self.status_mtime(host) == before and time.time() - started < 10:
+                time.sleep(0.002)
+            durations.append(round(time.time() - started, 4))
+        return durations
+
+    def targets(self, step: dict[str, Any]) -> list[str]:
+        if "node" in step:
+            return [step["node"]]
+        return [h.name for h in self.nodes]
+
+    # -------------------------------------------------------------- collect
+    def collect_statuses(self, refresh: bool) -> dict[str, Any]:
+        """Each node's status file; with refresh, ask running agents for a pass first (SIGHUP)."""
+        before = {h.name: self.read_status(h) for h in self.nodes}
+        if refresh:
+            waiting = []
+            for h in self.nodes:
+                if h.agent is not None and h.agent.poll() is None:
+                    h.agent.send_signal(signal.SIGHUP)
+                    waiting.append(h)
+            deadline = time.time() + 15
+            while waiting and time.time() < deadline:
+                waiting = [h for h in waiting if self.read_status(h) == before[h.name]]
+                time.sleep(0.1)
+        return {h.name: self.read_status(h) for h in self.nodes}
+
+    def run(self) -> None:
+        self.mount_filesystems()
+        self.mark("filesystems")
+        self.load_modules()
+        self.mark("modules")
+        self.build_network()
+        self.mark("network")
+        self.start_capture()
+        self.mark("capture")
+        self.start_charons()
+        self.mark("charons")
+        self.start_control_plane()
+        self.mark("policy applied")
+        expected = {k: int(v) for k, v in self.config.get("expected", {}).items()}
+        seconds = self.wait_ready(expected, float(self.config.get("ready_timeout", 120)))
+        self.mark("ready" if seconds is not None else "not ready")
+        self.results["ready"] = seconds is not None
+        self.results["seconds_to_ready"] = None if seconds is None else round(seconds, 3)
+        if seconds is not None:
+            probe_timeout = float(self.config.get("probe_timeout", 15))
+            self.probe("warmup", probe_timeout)
+            self.results["sas_complete"] = self.wait_sas(float(self.config.get("sa_timeout", 15)))
+            self.mark("warm")
+            self.probe("main", float(self.config.get("main_probe_timeout", 5)))
+            self.mark("probed")
+            self.results["states"]["main"] = {h.name: self.xfrm_states(h) for h in self.nodes}
+            self.results["owned_policies"] = {h.name: self.owned_policies(h) for h in self.nodes}
+            for step in self.config.get("steps", []):
+                self.run_step(step)
+        self.results["statuses"] = self.collect_statuses(refresh=True)
+        self.mark("collected")
+
+
+STATIC_PLUGINS = (
+    "random nonce aes sha1 sha2 hmac kdf gmp pem pkcs1 pkcs8 x509 pubkey openssl gcm "
+    "kernel-netlink socket-default vici"
+)
+STATIC_STRONGSWAN_CONF = f"""\
+charon {{
+  load = {STATIC_PLUGINS}
+  install_routes = no
+  plugins {{
+    vici {{
+      socket = @VICI@
+    }}
+  }}
+}}
+"""
+
+STATIC_SWANCTL = """\
+connections {
+  lab {
+    version = 2
+    local_addrs = @ADDR@
+    remote_addrs = 10.77.0.0/24
+    proposals = aes128-sha256-modp2048
+    local {
+      auth = psk
+      id = @ADDR@
+    }
+    remote {
+      auth = psk
+      id = %any
+    }
+    children {
+      lab {
+        mode = transport
+        start_action = trap
+        policies = no
+        reqid = 0x534d0001
+        esp_proposals = aes128gcm16
+        local_ts = @ADDR@/32
+        remote_ts = 10.77.0.0/24
+      }
+    }
+  }
+}
+secrets {
+  ike-lab {
+    secret = strongmesh-lab-static-psk
+  }
+}
+"""
+
+
+def main() -> None:
+    config_path = sys.argv[1]
+    with open(config_path) as f:
+        config = json.load(f)
+    lab = Lab(config)
+    try:
+        lab.run()
+    except BaseException as exc:
+        lab.results["errors"].append(f"{type(exc).__name__}: {exc}")
+        traceback.print_exc()
+    finally:
+        try:
+            lab.stop_capture()
+            lab.results["finished"] = time.time()
+            tmp = f"{SHARED}/results.json.tmp"
+            with open(tmp, "w") as f:
+                json.dump(lab.results, f, indent=1)
+            os.rename(tmp, f"{SHARED}/results.json")
+        except BaseException:
+            traceback.print_exc()
+        sys.stdout.flush()
+        os.sync()  # hostfs caches writes: without this the host misses the capture's tail
+        os.system("halt -f")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,273 @@
+"""One reconcile pass against in-memory charon and kernel fakes (real renderers and planners)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import pytest
+
+from controller.agent.interfaces import AgentInputs, PolicyInput
+from controller.agent.reconcile import Reconciler, assign_reqids
+from controller.dataplane import REQID_BASE, NodeFacts
+from controller.models.node import SecurityAssociation
+from controller.models.policy import IPsecPolicy
+from controller.strongswan.diff import ActualCharon, CharonPlan
+from controller.xfrm import XfrmPlan, XfrmPolicy, XfrmState
+from tests.certs import make_ca, make_cert, secret_data
+
+NODE = NodeFacts(name="node-1", addresses=("10.77.0.1",))
+CA = make_ca()
+DATA = secret_data(make_cert(CA, "strongmesh-node"), cas=[CA])
+
+
+class FakeXfrm:
+    """The owned part of a network namespace's xfrm state."""
+
+    def __init__(self) -> None:
+        self.policies: dict[object, XfrmPolicy] = {}
+        self.states: list[XfrmState] = []
+        self.deleted: list[XfrmState] = []
+        self.acq = 30
+        self.applied = 0
+
+    def read_policies(self) -> frozenset[XfrmPolicy]:
+        return frozenset(self.policies.values())
+
+    def apply(self, plan: XfrmPlan) -> None:
+        self.applied += 1
+        for p in plan.delete:
+            self.policies.pop(p.key, None)
+        for p in (*plan.add, *plan.update):
+            self.policies[p.key] = p
+
+    def read_states(self) -> list[XfrmState]:
+        return list(self.states)
+
+    def delete_states(self, states: Iterable[XfrmState]) -> None:
+        for s in states:
+            self.states.remove(s)
+            self.deleted.append(s)
+
+    def set_acq_expires(self, seconds: int) -> None:
+        self.acq = seconds
+
+    def get_acq_expires(self) -> int:
+        return self.acq
+
+
+class FakeCharon:
+    """A charon that holds what CharonPlans load into it."""
+
+    def __init__(self) -> None:
+        self.instance = "start-1"
+        self.conns: dict[str, str | None] = {}
+        self.certs: set[str] = set()
+        self.keys: set[str] = set()
+        self.authorities: set[str] = set()
+        self.plans: list[CharonPlan] = []
+        self.sas: list[SecurityAssociation] = []
+        self.down = False
+
+    def restart(self) -> None:
+        self.__init__()  # type: ignore[misc]
+        self.instance = "start-2"
+
+    def _up(self) -> None:
+        if self.down:
+            raise ConnectionRefusedError("no charon")
+
+    def read_actual(self) -> ActualCharon:
+        self._up()
+        return ActualCharon(
+            charon_id=self.instance, conns=dict(self.conns), certs=frozenset(self.certs),
+            keys=frozenset(self.keys), authorities=frozenset(self.authorities),
+            owned_certs=frozenset(self.certs), owned_keys=frozenset(self.keys),
+        )
+
+    def apply(self, plan: CharonPlan) -> None:
+        self._up()
+        self.plans.append(plan)
+        if plan.clear_creds:
+            self.certs.clear()
+            self.keys.clear()
+            self.authorities.clear()
+        for name in plan.unload_conns:
+            self.conns.pop(name, None)
+        self.keys -= set(plan.unload_keys)
+        self.authorities -= set(plan.unload_authorities)
+        self.authorities |= set(plan.load_authorities)
+        self.certs |= set(plan.load_certs)
+        self.keys |= set(plan.load_keys)
+        for name in plan.load_conns:
+            self.conns[name] = plan.fingerprints.get(name)
+
+    def list_sas(self) -> list[SecurityAssociation]:
+        self._up()
+        return list(self.sas)
+
+    def charon_id(self) -> str:
+        self._up()
+        return self.instance
+
+    def close(self) -> None:
+        pass
+
+
+def policy(name: str = "mesh", **spec: object) -> IPsecPolicy:
+    body: dict[str, object] = {
+        "ipsecSubnets": ["10.77.0.0/24"],
+        "noIpsecSubnets": ["10.77.0.200/32"],
+        "credentials": {"secretRef": {"name": "creds", "namespace": "ns"}},
+        **spec,
+    }
+    return IPsecPolicy.model_validate({"metadata": {"name": name}, "spec": body})
+
+
+def inputs(*policies: IPsecPolicy, data: dict[str, str] | None = DATA,
+           generation: int = 1) -> AgentInputs:
+    return AgentInputs(
+        node=NODE,
+        policies=tuple(PolicyInput(p, generation, data) for p in policies),
+    )
+
+
+World = tuple[FakeCharon, FakeXfrm, Reconciler]
+
+
+@pytest.fixture
+def world() -> World:
+    charon, xfrm = FakeCharon(), FakeXfrm()
+    return charon, xfrm, Reconciler(lambda: charon, xfrm)
+
+
+def test_first_pass_installs_everything_and_reports_enforcing(world: World) -> None:
+    charon, xfrm, rec = world
+    result = rec.run_pass(inputs(policy()))
+    assert result.charon_ok
+    assert result.status.errors == []
+    assert list(charon.conns) == ["sm-mesh"]
+    protect = [p for p in xfrm.policies.values() if p.templates]
+    assert {p.templates[0].level for p in protect} == {"required"}
+    assert xfrm.acq == 6
+    assert [(p.name, p.enforcing) for p in result.status.policies] == [("mesh", True)]
+    assert result.identity == "C=US, O=strongmesh, CN=strongmesh-node"
+
+
+def test_second_pass_with_same_inputs_changes_nothing(world: World) -> None:
+    charon, xfrm, rec = world
+    rec.run_pass(inputs(policy()))
+    plans, applied = len(charon.plans), xfrm.applied
+    result = rec.run_pass(inputs(policy()))
+    assert (result.xfrm_changes, result.charon_changed) == (0, False)
+    assert (len(charon.plans), xfrm.applied) == (plans, applied)
+
+
+def test_flushed_xfrm_policies_are_restored(world: World) -> None:
+    _, xfrm, rec = world
+    rec.run_pass(inputs(policy()))
+    wanted = dict(xfrm.policies)
+    xfrm.policies.clear()
+    result = rec.run_pass(inputs(policy()))
+    assert result.xfrm_changes == len(wanted)
+    assert xfrm.policies == wanted
+
+
+def test_restarted_charon_gets_its_configuration_again(world: World) -> None:
+    charon, _, rec = world
+    rec.run_pass(inputs(policy()))
+    charon.restart()
+    result = rec.run_pass(inputs(policy()))
+    assert result.charon_changed
+    assert list(charon.conns) == ["sm-mesh"]
+    assert rec.charon_id == "start-2"
+
+
+def test_unreachable_charon_still_gets_kernel_policies_and_is_reported(world: World) -> None:
+    charon, xfrm, rec = world
+    charon.down = True
+    result = rec.run_pass(inputs(policy()))
+    assert not result.charon_ok
+    assert any(p.templates for p in xfrm.policies.values()), "Required must fail closed"
+    assert any(e.startswith("charon:") for e in result.status.errors)
+    charon.down = False
+    assert rec.run_pass(inputs(policy())).charon_ok
+    assert list(charon.conns) == ["sm-mesh"]
+
+
+def test_bad_update_keeps_kernel_and_charon_as_they_were(world: World) -> None:
+    charon, xfrm, rec = world
+    rec.run_pass(inputs(policy()))
+    before, plans = dict(xfrm.policies), len(charon.plans)
+    bad = dict(DATA, **{"ca.crt": "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"})
+    result = rec.run_pass(inputs(policy(enforcement="Optional"), data=bad, generation=2))
+    assert xfrm.policies == before
+    assert len(charon.plans) == plans
+    (status,) = result.status.policies
+    assert (status.generation, status.enforcing) == (1, False)
+    assert any("generation 2" in e for e in result.status.errors)
+
+
+def test_policy_no_longer_selecting_the_node_is_torn_down(world: World) -> None:
+    charon, xfrm, rec = world
+    rec.run_pass(inputs(policy()))
+    result = rec.run_pass(inputs())
+    assert charon.conns == {}
+    assert xfrm.policies == {}
+    assert result.status.policies == []
+
+
+def test_optional_enforcement_installs_use_templates(world: World) -> None:
+    _, xfrm, rec = world
+    rec.run_pass(inputs(policy(enforcement="Optional")))
+    levels = {p.templates[0].level for p in xfrm.policies.values() if p.templates}
+    assert levels == {"use"}
+
+
+def test_stale_states_are_removed_only_when_stale_on_two_passes(world: World) -> None:
+    charon, xfrm, rec = world
+    rec.run_pass(inputs(policy()))
+    reqid = assign_reqids(["mesh"])["mesh"]
+    live = XfrmState("10.77.0.1", "10.77.0.2", 0x1111, reqid)
+    stale = XfrmState("10.77.0.1", "10.77.0.3", 0x2222, reqid)
+    foreign = XfrmState("10.77.0.1", "10.77.0.4", 0x3333, 7)
+    xfrm.states = [live, stale, foreign]
+    charon.sas = [SecurityAssociation(policy="mesh", peer="10.77.0.2", state="INSTALLED",
+                                      spi_in="00001111", spi_out="c0000001")]
+    assert rec.run_pass(inputs(policy())).stale_deleted == 0
+    assert rec.run_pass(inputs(policy())).stale_deleted == 1
+    assert xfrm.deleted == [stale]
+    assert xfrm.states == [live, foreign]
+
+
+def test_status_lists_the_sas_charon_reports(world: World) -> None:
+    charon, _, rec = world
+    sa = SecurityAssociation(policy="mesh", peer="10.77.0.2", state="INSTALLED",
+                             encryption="AES_GCM_16-128")
+    charon.sas = [sa, sa.model_copy(update={"peer": "10.77.0.3"})]
+    result = rec.run_pass(inputs(policy()))
+    assert [s.peer for s in result.status.sas] == ["10.77.0.2", "10.77.0.3"]
+
+
+@pytest.mark.parametrize(
+    ("names", "distinct"),
+    [(["a"], 1), (["b", "a", "c"], 3), ([f"p{i}" for i in range(50)], 50)],
+)
+def test_reqids_are_distinct_in_band_and_independent_of_order(
+    names: list[str], distinct: int
+) -> None:
+    forward, backward = assign_reqids(names), assign_reqids(list(reversed(names)))
+    assert forward == backward
+    assert len(set(forward.values())) == distinct
+    assert all(r & ~0xFFFF == REQID_BASE for r in forward.values())
+
+
+def test_restart_with_unreadable_inputs_changes_nothing(world: World) -> None:
+    charon, xfrm, rec = world
+    rec.run_pass(inputs(policy()))
+    held, plans = dict(xfrm.policies), len(charon.plans)
+    restarted = Reconciler(lambda: charon, xfrm)  # a new agent process: no last good state
+    result = restarted.run_pass(AgentInputs(node=NODE, errors=("API not synced yet",)))
+    assert xfrm.policies == held
+    assert len(charon.plans) == plans
+    assert list(charon.conns) == ["sm-mesh"]
+    assert result.status.errors == ["API not synced yet"]
