@@ -1,0 +1,334 @@
+"""Cluster mode: the agent's inputs from, and its status to, the Kubernetes API.
+
+What an agent watches, and why it stays O(N) for the cluster:
+- IPsecPolicies, cluster-wide: every agent needs them, and they change rarely.
+- its OWN Node only (``fieldSelector=metadata.name=NODE``): labels and addresses.
+- only the Secrets its policies reference, each by ``fieldSelector=metadata.name=...`` in its
+  namespace, so the chart's RBAC can grant get/list/watch by ``resourceNames``.
+- never IPsecNodes: one agent's status update reaches the operator, not the other N-1 agents.
+It writes only its own IPsecNode, and only when something meaningful changed (SA counters do
+not count) or the slow heartbeat is due.
+
+Through an API outage the reflectors keep their last content, so the agent keeps enforcing what
+it last knew; they resume (or re-list) when the API returns, and the reporter writes again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from controller.agent.interfaces import AgentInputs, InputSource, PolicyInput, Reporter
+from controller.agent.kubeclient import (
+    ApiError,
+    ApiUnavailableError,
+    KubeClient,
+    Reflector,
+    load_config,
+    selector,
+)
+from controller.dataplane import NodeFacts
+from controller.models.common import GROUP, VERSION
+from controller.models.node import IPsecNodeStatus
+from controller.models.policy import IPsecPolicy
+
+log = logging.getLogger(__name__)
+
+POLICIES = f"/apis/{GROUP}/{VERSION}/ipsecpolicies"
+IPSECNODES = f"/apis/{GROUP}/{VERSION}/ipsecnodes"
+NODES = "/api/v1/nodes"
+HEARTBEAT_SECONDS = 300.0
+# Fields of an SA that change all the time: reported with the heartbeat, never a reason to write.
+VOLATILE_SA_FIELDS = frozenset({
+    "bytesIn", "bytesOut", "packetsIn", "packetsOut", "establishedSeconds", "rekeySeconds",
+})
+
+
+def policy_view(obj: Mapping[str, Any]) -> Any:
+    """What the agent acts on: not the status the operator writes about every second."""
+    meta = obj.get("metadata") or {}
+    return meta.get("generation"), meta.get("deletionTimestamp"), obj.get("spec")
+
+
+def node_view(obj: Mapping[str, Any]) -> Any:
+    """Labels and addresses; not the kubelet's heartbeats and conditions."""
+    return (obj.get("metadata") or {}).get("labels"), (obj.get("status") or {}).get("addresses")
+
+
+def secret_view(obj: Mapping[str, Any]) -> Any:
+    return obj.get("data")
+
+
+def node_facts(name: str, node: Mapping[str, Any] | None) -> tuple[NodeFacts, dict[str, str]]:
+    """Addresses (InternalIP first, then ExternalIP, no duplicates) and labels of a Node."""
+    if node is None:
+        return NodeFacts(name=name, addresses=()), {}
+    entries = (node.get("status") or {}).get("addresses") or []
+    order = {"InternalIP": 0, "ExternalIP": 1}
+    addresses: list[str] = []
+    for entry in sorted(entries, key=lambda e: order.get(e.get("type", ""), 9)):
+        if entry.get("type") in order and entry.get("address") not in addresses:
+            addresses.append(entry["address"])
+    labels = dict((node.get("metadata") or {}).get("labels") or {})
+    return NodeFacts(name=name, addresses=tuple(addresses)), labels
+
+
+def secret_text(secret: Mapping[str, Any]) -> dict[str, str]:
+    """The Secret's data as text (the shared decoder); undecodable data reads as empty, so
+    that the credentials check names the keys it misses."""
+    from controller.manifests import ManifestError, decode_secret
+
+    try:
+        return decode_secret(secret)
+    except ManifestError as error:
+        log.warning("cannot decode Secret %s: %s", secret.get("metadata", {}).get("name"), error)
+        return {}
+
+
+def secret_key(policy: IPsecPolicy) -> tuple[str, str]:
+    ref = policy.spec.credentials.secret_ref
+    return ref.namespace, ref.name
+
+
+def select_policies(
+    bodies: Mapping[str, Mapping[str, Any]],
+    labels: Mapping[str, str],
+    secrets: Mapping[tuple[str, str], Mapping[str, str] | None],
+    last_good: dict[str, IPsecPolicy],
+) -> tuple[PolicyInput, ...]:
+    """The policies that select a node with these labels, in name order (PURE but for the
+    ``last_good`` memory, which keeps the last valid body of each policy)."""
+    inputs: list[PolicyInput] = []
+    for name in sorted(bodies):
+        body = bodies[name]
+        errors: tuple[str, ...] = ()
+        try:
+            policy = IPsecPolicy.model_validate(body)
+            last_good[name] = policy
+        except ValueError as error:
+            if name not in last_good:
+                log.debug("policy %s is invalid and was never valid: %s", name, error)
+                continue
+            policy = last_good[name]
+            errors = (f"invalid policy body, keeping the last valid one: {error}",)
+        if not policy.spec.node_selector.matches(dict(labels)):
+            continue
+        meta = body.get("metadata") or {}
+        inputs.append(PolicyInput(
+            policy=policy,
+            generation=int(meta.get("generation") or policy.metadata.generation or 0),
+            secret_data=secrets.get(secret_key(policy)),
+            deleting=bool(meta.get("deletionTimestamp")),
+            input_errors=errors,
+        ))
+    for gone in set(last_good) - set(bodies):
+        del last_good[gone]
+    return tuple(inputs)
+
+
+class KubeInputSource:
+    """InputSource backed by reflectors; secret watches follow the policies' references."""
+
+    def __init__(
+        self, client: KubeClient, node_name: str, owns_client: bool = False,
+        sync_wait: float = 5.0,
+    ) -> None:
+        self.client = client
+        self.node_name = node_name
+        self._owns_client = owns_client
+        self._sync_wait = sync_wait
+        self._changed = asyncio.Event()
+        self._policies = Reflector(client, POLICIES, self._changed.set, relevant=policy_view)
+        self._node = Reflector(
+            client, NODES, self._changed.set,
+            field_selector=selector(**{"metadata.name": node_name}), relevant=node_view,
+        )
+        self._secrets: dict[tuple[str, str], Reflector] = {}
+        self._tasks: dict[object, asyncio.Task[None]] = {}
+        self._last_good: dict[str, IPsecPolicy] = {}
+
+    def start(self) -> None:
+        """Start the watches (inside the running loop)."""
+        for reflector in (self._policies, self._node):
+            if reflector not in self._tasks:
+                self._tasks[reflector] = asyncio.create_task(reflector.run())
+
+    async def close(self) -> None:
+        for task in self._tasks.values():
+            task.cancel()
+        await asyncio.gather(*self._tasks.values(), return_exceptions=True)
+        self._tasks.clear()
+        if self._owns_client:
+            await self.client.close()
+
+    def _follow_secrets(self, wanted: set[tuple[str, str]]) -> None:
+        """Watch exactly the Secrets the selecting policies reference."""
+        for key in set(self._secrets) - wanted:
+            reflector = self._secrets.pop(key)
+            task = self._tasks.pop(reflector, None)
+            if task is not None:
+                task.cancel()
+        for key in wanted - set(self._secrets):
+            namespace, name = key
+            reflector = Reflector(
+                self.client, f"/api/v1/namespaces/{namespace}/secrets", self._changed.set,
+                field_selector=selector(**{"metadata.name": name}), relevant=secret_view,
+            )
+            self._secrets[key] = reflector
+            self._tasks[reflector] = asyncio.create_task(reflector.run())
+
+    def _secret_data(self) -> dict[tuple[str, str], Mapping[str, str] | None]:
+        out: dict[tuple[str, str], Mapping[str, str] | None] = {}
+        for (namespace, name), reflector in self._secrets.items():
+            secret = reflector.items.get(name)
+            out[(namespace, name)] = secret_text(secret) if secret is not None else None
+        return out
+
+    def _reflectors(self) -> list[Reflector]:
+        return [self._policies, self._node, *self._secrets.values()]
+
+    async def _settle(self) -> None:
+        """Give the first list of a new watch a moment (at start, or a newly referenced
+        Secret), so that a pass does not run on half-read inputs when waiting is cheap."""
+        deadline = asyncio.get_running_loop().time() + self._sync_wait
+        while not all(r.synced for r in self._reflectors()):
+            left = deadline - asyncio.get_running_loop().time()
+            if left <= 0:
+                return
+            await asyncio.sleep(min(0.05, left))
+
+    async def snapshot(self) -> AgentInputs:
+        self.start()
+        await self._settle()
+        node, labels = node_facts(self.node_name, self._node.items.get(self.node_name))
+        errors: list[str] = []
+        if not self._policies.synced or not self._node.synced:
+            errors.append(
+                "not yet synced with the Kubernetes API"
+                + (f": {self._policies.last_error or self._node.last_error}"
+                   if self._policies.last_error or self._node.last_error else "")
+            )
+            return AgentInputs(node=node, node_labels=labels, errors=tuple(errors))
+        if self._node.synced and not self._node.items:
+            errors.append(f"Node {self.node_name} not found")
+        inputs = select_policies(
+            self._policies.items, labels, self._secret_data(), self._last_good
+        )
+        wanted = {secret_key(p.policy) for p in inputs}
+        if wanted != set(self._secrets):
+            self._follow_secrets(wanted)
+            await self._settle()
+            inputs = select_policies(
+                self._policies.items, labels, self._secret_data(), self._last_good
+            )
+        # A freshly followed Secret is not listed yet: report it as not-yet-read, not missing.
+        pending = [f"{ns}/{n}" for (ns, n), r in self._secrets.items() if not r.synced]
+        if pending:
+            errors.append(f"waiting for Secret(s) {', '.join(sorted(pending))}")
+            return AgentInputs(node=node, node_labels=labels, errors=tuple(errors))
+        return AgentInputs(node=node, node_labels=labels, policies=inputs, errors=tuple(errors))
+
+    async def wait_changed(self, timeout: float) -> bool:
+        self.start()
+        try:
+            await asyncio.wait_for(self._changed.wait(), timeout=timeout)
+        except TimeoutError:
+            return False
+        self._changed.clear()
+        return True
+
+    def connected(self) -> bool:
+        """Whether every watch is live (False during an API outage)."""
+        return all(r.connected for r in self._reflectors())
+
+
+def significant(status: Mapping[str, Any]) -> dict[str, Any]:
+    """The part of a reported status whose change is worth a write (no counters, no clock)."""
+    out = {k: v for k, v in status.items() if k != "lastHeartbeat"}
+    out["sas"] = [
+        {k: v for k, v in sa.items() if k not in VOLATILE_SA_FIELDS}
+        for sa in status.get("sas") or []
+    ]
+    return out
+
+
+def now_rfc3339() -> str:
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class KubeReporter:
+    """Writes this node's IPsecNode: spec on change, status on change or heartbeat."""
+
+    def __init__(
+        self, client: KubeClient, node_name: str, heartbeat: float = HEARTBEAT_SECONDS,
+        clock: Any = None,
+    ) -> None:
+        self.client = client
+        self.node_name = node_name
+        self.heartbeat = heartbeat
+        self.writes = 0
+        self._clock = clock or (lambda: asyncio.get_running_loop().time())
+        self._spec: dict[str, Any] | None = None
+        self._status: dict[str, Any] | None = None
+        self._written_at: float | None = None
+
+    def _due(self, spec: dict[str, Any], status: dict[str, Any]) -> bool:
+        if self._spec != spec or self._status is None:
+            return True
+        if significant(self._status) != significant(status):
+            return True
+        return self._written_at is None or self._clock() - self._written_at >= self.heartbeat
+
+    async def report(self, node: NodeFacts, identity: str, status: IPsecNodeStatus) -> None:
+        spec = {"addresses": list(node.addresses), "identity": identity}
+        body = status.model_copy(update={"last_heartbeat": None}).to_api()
+        if not self._due(spec, body):
+            return
+        path = f"{IPSECNODES}/{self.node_name}"
+        try:
+            if self._spec != spec:
+                await self._ensure(path, spec)
+            await self.client.merge_patch(
+                path + "/status", {"status": body | {"lastHeartbeat": now_rfc3339()}}
+            )
+        except ApiError as error:
+            if error.status == 404:
+                self._spec = None  # deleted behind our back (GC, admin): create it again
+            log.warning("could not write IPsecNode %s: %s", self.node_name, error)
+            return
+        except ApiUnavailableError as error:
+            log.warning("could not write IPsecNode %s: %s", self.node_name, error)
+            return
+        self.writes += 1
+        self._spec, self._status, self._written_at = spec, body, self._clock()
+
+    async def _ensure(self, path: str, spec: dict[str, Any]) -> None:
+        try:
+            current = await self.client.get(path)
+        except ApiError as error:
+            if error.status != 404:
+                raise
+            body = {
+                "apiVersion": f"{GROUP}/{VERSION}", "kind": "IPsecNode",
+                "metadata": {"name": self.node_name, "labels": {"app.kubernetes.io/part-of":
+                                                                 "strongmesh"}},
+                "spec": spec,
+            }
+            try:
+                await self.client.create(IPSECNODES, body)
+                return
+            except ApiError as conflict:
+                if conflict.status != 409:
+                    raise
+                current = await self.client.get(path)
+        if current.get("spec") != spec:
+            await self.client.merge_patch(path, {"spec": spec})
+
+
+def make_kube_io(node_name: str, kubeconfig: str | None) -> tuple[InputSource, Reporter]:
+    """The cluster-mode InputSource and Reporter of ``strongmesh agent --node NAME``."""
+    client = KubeClient(load_config(kubeconfig))
+    return KubeInputSource(client, node_name, owns_client=True), KubeReporter(client, node_name)

@@ -1,0 +1,283 @@
+"""IPsecPolicy.status from what the agents report (PURE: no I/O, no clock).
+
+The operator is the only writer of a policy's status; every agent writes its own IPsecNode.
+This module turns those IPsecNodes (plus the Nodes the policy selects and the operator's own
+checks) into the summary, the per-node rows and the conditions. ``lastTransitionTime`` of a
+condition and ``lastChange`` of a row are carried over while nothing changed, like
+``meta.SetStatusCondition``, so that an unchanged cluster produces an identical status and the
+operator can skip the write altogether.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from controller.models.common import Condition, ConditionStatus, LabelSelector
+from controller.models.node import EnforcedPolicy, IPsecNode
+from controller.models.policy import IPsecPolicyStatus, PolicyNodeStatus, PolicySummary
+
+READY = "Ready"
+CREDENTIALS_VALID = "CredentialsValid"
+PROGRESSING = "Progressing"
+DEGRADED = "Degraded"
+CONDITION_ORDER = (READY, CREDENTIALS_VALID, PROGRESSING, DEGRADED)
+
+ESTABLISHED_CHILD_STATES = frozenset({"INSTALLED", "REKEYING", "REKEYED"})
+
+
+@dataclass(frozen=True)
+class CredentialsVerdict:
+    """The operator's judgement of a policy's Secret (see ``verdicts``)."""
+
+    valid: bool
+    reason: str  # Valid | SecretNotFound | Invalid | SecretUnreadable
+    message: str
+
+
+@dataclass(frozen=True)
+class OverlapReport:
+    """This policy's ipsecSubnets overlap another policy's on nodes both select."""
+
+    other: str
+    ours: str
+    theirs: str
+    nodes: tuple[str, ...]
+
+    def describe(self) -> str:
+        nodes = ", ".join(self.nodes[:5]) + (" ..." if len(self.nodes) > 5 else "")
+        return (
+            f"ipsecSubnets {self.ours} overlaps {self.theirs} of IPsecPolicy {self.other} "
+            f"on node(s) {nodes}"
+        )
+
+
+@dataclass(frozen=True)
+class PolicyFacts:
+    """What status computation needs from the policy object itself."""
+
+    name: str
+    generation: int
+    selector: LabelSelector
+    deleting: bool = False
+    # Problems in the policy body found by the shared validation library (errors only).
+    spec_errors: tuple[str, ...] = ()
+
+
+def selected_nodes(selector: LabelSelector, nodes: Mapping[str, Mapping[str, str]]) -> list[str]:
+    """Names of the Nodes (name -> labels) that the policy selects, sorted."""
+    return sorted(name for name, labels in nodes.items() if selector.matches(dict(labels)))
+
+
+def _entry(node: IPsecNode | None, policy: str) -> EnforcedPolicy | None:
+    if node is None or node.status is None:
+        return None
+    for entry in node.status.policies:
+        if entry.name == policy:
+            return entry
+    return None
+
+
+def node_row(
+    policy: PolicyFacts, name: str, node: IPsecNode | None, previous: PolicyNodeStatus | None,
+    now: str,
+) -> PolicyNodeStatus:
+    """One selected node's row. ``enforcing`` means: at the current generation, and applied."""
+    entry = _entry(node, policy.name)
+    sas = [] if node is None or node.status is None else [
+        sa for sa in node.status.sas
+        if sa.policy == policy.name and sa.state.upper() in ESTABLISHED_CHILD_STATES
+    ]
+    peers = sorted({sa.peer for sa in sas})
+    if node is None:
+        message = "no IPsecNode yet: is the strongmesh agent running on this node?"
+    elif entry is None:
+        message = "the agent does not enforce this policy yet"
+    elif entry.generation != policy.generation:
+        message = f"enforces generation {entry.generation}, current is {policy.generation}"
+        if entry.message:
+            message += f": {entry.message}"
+    else:
+        message = entry.message
+    row = PolicyNodeStatus(
+        name=name,
+        enforcing=bool(entry and entry.generation == policy.generation and entry.enforcing),
+        generation=entry.generation if entry else None,
+        established_sas=len(sas),
+        peers=peers,
+        last_change=None,
+        message=message,
+    )
+    if previous is not None and previous.model_copy(update={"last_change": None}) == row:
+        return row.model_copy(update={"last_change": previous.last_change})
+    return row.model_copy(update={"last_change": now})
+
+
+def set_condition(
+    previous: Sequence[Condition], type_: str, status: ConditionStatus, reason: str,
+    message: str, generation: int, now: str,
+) -> Condition:
+    """A condition whose lastTransitionTime moves only when its status changes."""
+    since = now
+    for old in previous:
+        if old.type == type_ and old.status == status:
+            since = old.last_transition_time
+    return Condition(
+        type=type_, status=status, reason=reason, message=message,
+        last_transition_time=since, observed_generation=generation,
+    )
+
+
+def _names(names: Sequence[str], limit: int = 5) -> str:
+    shown = ", ".join(names[:limit])
+    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
+def compute_status(
+    policy: PolicyFacts,
+    credentials: CredentialsVerdict | None,
+    nodes: Mapping[str, Mapping[str, str]],
+    ipsec_nodes: Mapping[str, IPsecNode],
+    overlaps: Sequence[OverlapReport],
+    previous: IPsecPolicyStatus | None,
+    now: str,
+) -> IPsecPolicyStatus:
+    """The whole status of one policy.
+
+    ``nodes`` maps every Node name to its labels; ``ipsec_nodes`` maps node names to their
+    IPsecNode. ``credentials`` None means the Secret has not been looked at yet. ``now`` is an
+    RFC 3339 timestamp used only for what changed.
+    """
+    old_rows = {row.name: row for row in previous.nodes} if previous else {}
+    old_conditions = previous.conditions if previous else []
+    selected = selected_nodes(policy.selector, nodes)
+    rows = [
+        node_row(policy, name, ipsec_nodes.get(name), old_rows.get(name), now)
+        for name in selected
+    ]
+    ready_rows = [row for row in rows if row.enforcing]
+    summary = PolicySummary(
+        selected_nodes=len(rows),
+        ready_nodes=len(ready_rows),
+        ready=f"{len(ready_rows)}/{len(rows)}",
+        established_sas=sum(row.established_sas for row in rows),
+    )
+
+    def cond(type_: str, status: ConditionStatus, reason: str, message: str) -> Condition:
+        return set_condition(
+            old_conditions, type_, status, reason, message, policy.generation, now
+        )
+
+    # CredentialsValid
+    if credentials is None:
+        creds = cond(CREDENTIALS_VALID, "Unknown", "Pending", "the Secret was not checked yet")
+    elif credentials.valid:
+        creds = cond(CREDENTIALS_VALID, "True", credentials.reason, credentials.message)
+    else:
+        creds = cond(CREDENTIALS_VALID, "False", credentials.reason, credentials.message)
+
+    # Progressing: some selected node is not at the current generation yet.
+    behind = [
+        row.name for row in rows
+        if row.generation != policy.generation
+    ]
+    if behind:
+        progressing = cond(
+            PROGRESSING, "True", "RollingOut",
+            f"{len(rows) - len(behind)}/{len(rows)} nodes at generation {policy.generation}; "
+            f"waiting for {_names(behind)}",
+        )
+    else:
+        progressing = cond(
+            PROGRESSING, "False", "RolloutComplete",
+            f"all selected nodes at generation {policy.generation}",
+        )
+
+    # Degraded: nodes report errors for this policy, the spec is invalid, or subnets overlap.
+    failing = [
+        row for row in rows
+        if row.generation == policy.generation and not row.enforcing
+    ]
+    if policy.spec_errors:
+        degraded = cond(DEGRADED, "True", "InvalidSpec", "; ".join(policy.spec_errors))
+    elif overlaps:
+        degraded = cond(
+            DEGRADED, "True", "SubnetOverlap", "; ".join(o.describe() for o in overlaps)
+        )
+    elif failing:
+        degraded = cond(
+            DEGRADED, "True", "NodeErrors",
+            "; ".join(f"{row.name}: {row.message or 'not enforcing'}" for row in failing[:5]),
+        )
+    else:
+        degraded = cond(DEGRADED, "False", "AsExpected", "no node reports errors")
+
+    # Ready: credentials valid and every selected node enforces the current generation.
+    not_ready = [row.name for row in rows if not row.enforcing]
+    if policy.deleting:
+        ready = cond(READY, "False", "Deleting", "waiting for the agents to tear down")
+    elif policy.spec_errors:
+        ready = cond(READY, "False", "InvalidSpec", "the policy has errors, see Degraded")
+    elif credentials is None or not credentials.valid:
+        ready = cond(
+            READY, "False", "CredentialsInvalid" if credentials else "CredentialsPending",
+            "the credentials are not valid, see CredentialsValid" if credentials
+            else "waiting for the credentials check",
+        )
+    elif overlaps:
+        ready = cond(READY, "False", "SubnetOverlap", "see Degraded")
+    elif not rows:
+        ready = cond(READY, "False", "NoNodesSelected", "the nodeSelector matches no Node")
+    elif not_ready:
+        ready = cond(
+            READY, "False", "NodesNotReady",
+            f"{summary.ready} nodes enforce generation {policy.generation}; "
+            f"not yet: {_names(not_ready)}",
+        )
+    else:
+        ready = cond(
+            READY, "True", "AllNodesEnforcing",
+            f"all {len(rows)} selected nodes enforce generation {policy.generation}",
+        )
+
+    return IPsecPolicyStatus(
+        observed_generation=policy.generation,
+        conditions=[ready, creds, progressing, degraded],
+        summary=summary,
+        nodes=rows,
+    )
+
+
+def invalid_body_status(
+    name: str, generation: int, message: str, previous: IPsecPolicyStatus | None, now: str
+) -> IPsecPolicyStatus:
+    """Status of a policy whose body cannot even be parsed (the CRD schema let it through)."""
+    old = previous.conditions if previous else []
+    return IPsecPolicyStatus(
+        observed_generation=generation,
+        conditions=[
+            set_condition(old, READY, "False", "InvalidSpec", "see Degraded", generation, now),
+            set_condition(
+                old, CREDENTIALS_VALID, "Unknown", "InvalidSpec",
+                "not checked: the policy is invalid", generation, now,
+            ),
+            set_condition(old, PROGRESSING, "False", "InvalidSpec", "", generation, now),
+            set_condition(old, DEGRADED, "True", "InvalidSpec", message, generation, now),
+        ],
+        summary=previous.summary if previous else PolicySummary(),
+        nodes=previous.nodes if previous else [],
+    )
+
+
+def condition(status: IPsecPolicyStatus | None, type_: str) -> Condition | None:
+    """The condition of that type, if any."""
+    if status is None:
+        return None
+    return next((c for c in status.conditions if c.type == type_), None)
+
+
+def policies_listed(node: IPsecNode) -> set[str]:
+    """Policies an IPsecNode still reports (the deletion flow waits for these to go)."""
+    if node.status is None:
+        return set()
+    return {entry.name for entry in node.status.policies}

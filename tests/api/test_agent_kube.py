@@ -1,0 +1,263 @@
+"""The agent's cluster-mode inputs and reporter against the embedded API server.
+
+The agent talks to the API through ``Proxy``, a small TCP proxy owned by the test: it records
+every request line (to check that the agent watches only what it needs) and can cut the
+connection (an API outage) and restore it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from typing import Any, cast
+
+import pytest
+from kubernetes import client as k8s
+
+from controller.agent.interfaces import AgentInputs
+from controller.agent.kube import KubeInputSource, KubeReporter
+from controller.agent.kubeclient import KubeClient, KubeConfig
+from controller.dataplane import NodeFacts
+from controller.models.node import IPsecNodeStatus
+from tests.api.operator_support import Proxy
+from tests.certs import make_ca, make_cert, secret_data, secret_manifest
+
+pytestmark = pytest.mark.api
+G, V = "strongmesh.io", "v1alpha1"
+NS = "strongmesh-system"
+
+
+@pytest.fixture
+async def proxy(apiserver: Any) -> AsyncIterator[Proxy]:
+    running = Proxy(apiserver.url)
+    await running.start()
+    yield running
+    if running.running:
+        await running.cut()
+
+
+@pytest.fixture
+def core(apiserver: Any) -> Any:
+    api: Any = cast(Any, k8s.CoreV1Api(apiserver.client()))
+    api.create_namespace({"metadata": {"name": NS}})
+    return api
+
+
+@pytest.fixture
+def custom(apiserver: Any) -> Any:
+    return k8s.CustomObjectsApi(apiserver.client())
+
+
+@pytest.fixture
+async def source(proxy: Proxy) -> AsyncIterator[KubeInputSource]:
+    client = KubeClient(KubeConfig(server=f"http://127.0.0.1:{proxy.port}"), timeout=5)
+    inputs = KubeInputSource(client, "node-1")
+    yield inputs
+    await inputs.close()
+    await client.close()
+
+
+def node(name: str, address: str, **labels: str) -> dict[str, Any]:
+    return {
+        "metadata": {"name": name, "labels": labels},
+        "status": {"addresses": [{"type": "InternalIP", "address": address}]},
+    }
+
+
+def policy(name: str, secret: str, **labels: str) -> dict[str, Any]:
+    return {
+        "apiVersion": f"{G}/{V}", "kind": "IPsecPolicy", "metadata": {"name": name},
+        "spec": {
+            "nodeSelector": {"matchLabels": labels},
+            "ipsecSubnets": ["10.77.0.0/24"],
+            "credentials": {"secretRef": {"name": secret, "namespace": NS}},
+        },
+    }
+
+
+CA = make_ca("agent test CA")
+
+
+def creds(cn: str) -> dict[str, str]:
+    return secret_data(make_cert(CA, cn), [CA])
+
+
+async def settle(
+    source: KubeInputSource, accept: Callable[[AgentInputs], bool], timeout: float = 10.0
+) -> AgentInputs:
+    """Snapshots until one satisfies ``accept`` (waking on changes, as the agent loop does)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        snapshot = await source.snapshot()
+        if accept(snapshot):
+            return snapshot
+        left = deadline - asyncio.get_running_loop().time()
+        if left <= 0:
+            raise AssertionError(f"inputs never settled: {snapshot}")
+        await source.wait_changed(min(left, 0.5))
+
+
+def names(inputs: AgentInputs) -> list[str]:
+    return [p.policy.metadata.name for p in inputs.policies]
+
+
+def seed(core: Any, custom: Any) -> dict[str, str]:
+    """Two nodes, two policies (one per pool), their Secrets and an unrelated one."""
+    data = creds("a")
+    core.create_node(node("node-1", "10.77.0.1", pool="a"))
+    core.create_node(node("node-2", "10.77.0.2", pool="b"))
+    core.create_namespaced_secret(NS, secret_manifest(data, "creds-a", NS))
+    core.create_namespaced_secret(NS, secret_manifest(creds("b"), "creds-b", NS))
+    core.create_namespaced_secret(NS, secret_manifest(creds("x"), "unrelated", NS))
+    custom.create_cluster_custom_object(G, V, "ipsecpolicies", policy("pa", "creds-a", pool="a"))
+    custom.create_cluster_custom_object(G, V, "ipsecpolicies", policy("pb", "creds-b", pool="b"))
+    return data
+
+
+async def test_inputs_are_the_selecting_policies_with_secrets_and_node_facts(
+    source: KubeInputSource, core: Any, custom: Any
+) -> None:
+    data = seed(core, custom)
+    inputs = await settle(source, lambda i: names(i) == ["pa"] and not i.errors)
+    assert inputs.node == NodeFacts("node-1", ("10.77.0.1",))
+    assert inputs.node_labels == {"pool": "a"}
+    (only,) = inputs.policies
+    assert (only.generation, only.deleting) == (1, False)
+    assert only.secret_data == data
+
+
+async def test_label_and_secret_changes_wake_the_agent(
+    source: KubeInputSource, core: Any, custom: Any
+) -> None:
+    seed(core, custom)
+    first = await settle(source, lambda i: names(i) == ["pa"] and not i.errors)
+    core.patch_node("node-1", {"metadata": {"labels": {"pool": "b"}}})
+    assert await source.wait_changed(5)
+    second = await settle(source, lambda i: names(i) == ["pb"] and not i.errors)
+    assert second.policies[0].secret_data is not None
+    renewed = creds("b-renewed")
+    core.replace_namespaced_secret("creds-b", NS, secret_manifest(renewed, "creds-b", NS))
+    third = await settle(
+        source, lambda i: bool(i.policies) and i.policies[0].secret_data == renewed
+    )
+    assert names(third) == ["pb"]
+    assert first.policies[0].secret_data != third.policies[0].secret_data
+
+
+async def test_agent_watches_only_its_node_and_referenced_secrets_never_ipsecnodes(
+    source: KubeInputSource, proxy: Proxy, core: Any, custom: Any
+) -> None:
+    seed(core, custom)
+    await settle(source, lambda i: names(i) == ["pa"] and not i.errors)
+    reporter = KubeReporter(source.client, "node-1")
+    await reporter.report(NodeFacts("node-1", ("10.77.0.1",)), "CN=a", IPsecNodeStatus())
+    assert proxy.requests
+    for line in proxy.requests:
+        method, url = line.split(" ", 1)
+        path, _, query = url.partition("?")
+        if path == "/api/v1/nodes":
+            assert "fieldSelector=metadata.name=node-1" in query, line
+        elif path.startswith(f"/api/v1/namespaces/{NS}/secrets"):
+            assert "fieldSelector=metadata.name=creds-a" in query, line
+        elif path == f"/apis/{G}/{V}/ipsecpolicies":
+            assert method == "GET", line
+        elif path.startswith(f"/apis/{G}/{V}/ipsecnodes"):
+            assert path.startswith(f"/apis/{G}/{V}/ipsecnodes/node-1") or method == "POST", line
+        else:
+            raise AssertionError(f"unexpected request {line}")
+    assert not any("ipsecnodes" in r and "watch=true" in r for r in proxy.requests)
+    watched = {r.split("?")[0] for r in proxy.requests if "watch=true" in r}
+    assert watched == {
+        f"GET /apis/{G}/{V}/ipsecpolicies", "GET /api/v1/nodes",
+        f"GET /api/v1/namespaces/{NS}/secrets",
+    }
+
+
+async def test_reporter_writes_its_own_ipsecnode_only_when_something_changed(
+    source: KubeInputSource, custom: Any
+) -> None:
+    reporter = KubeReporter(source.client, "node-1", heartbeat=3600)
+    facts = NodeFacts("node-1", ("10.77.0.1",))
+    status = IPsecNodeStatus.model_validate({
+        "policies": [{"name": "pa", "generation": 1}],
+        "sas": [{"policy": "pa", "peer": "10.77.0.2", "state": "INSTALLED", "bytesIn": 10}],
+    })
+    await reporter.report(facts, "CN=node-1", status)
+    written = custom.get_cluster_custom_object(G, V, "ipsecnodes", "node-1")
+    assert written["spec"] == {"addresses": ["10.77.0.1"], "identity": "CN=node-1"}
+    assert written["status"]["policies"][0]["name"] == "pa"
+    assert written["status"]["lastHeartbeat"]
+    version = written["metadata"]["resourceVersion"]
+
+    more_traffic = status.model_copy(deep=True)
+    more_traffic.sas[0].bytes_in = 9999
+    await reporter.report(facts, "CN=node-1", more_traffic)
+    assert custom.get_cluster_custom_object(G, V, "ipsecnodes", "node-1")["metadata"][
+        "resourceVersion"] == version
+
+    await reporter.report(facts, "CN=node-1", IPsecNodeStatus())  # the policy was dropped
+    after = custom.get_cluster_custom_object(G, V, "ipsecnodes", "node-1")
+    assert after["status"]["policies"] == []
+    assert after["status"]["sas"] == []
+
+    custom.delete_cluster_custom_object(G, V, "ipsecnodes", "node-1")  # e.g. garbage-collected
+    await reporter.report(facts, "CN=node-1", status)  # 404: noted
+    await reporter.report(facts, "CN=node-1", status)  # created again
+    assert custom.get_cluster_custom_object(G, V, "ipsecnodes", "node-1")["spec"]["identity"]
+
+
+async def test_inputs_survive_an_api_outage_and_resync_when_it_returns(
+    source: KubeInputSource, proxy: Proxy, core: Any, custom: Any
+) -> None:
+    seed(core, custom)
+    before = await settle(source, lambda i: names(i) == ["pa"] and not i.errors)
+    await proxy.cut()
+    await asyncio.sleep(0.5)
+    assert not source.connected()
+    during = await source.snapshot()
+    assert during.policies == before.policies  # still enforcing what it knew
+    core.patch_node("node-1", {"metadata": {"labels": {"pool": "b"}}})  # missed while cut
+    await asyncio.sleep(0.5)
+    await proxy.start()
+    after = await settle(source, lambda i: names(i) == ["pb"] and not i.errors, timeout=20)
+    assert after.node_labels == {"pool": "b"}
+    assert source.connected()
+
+
+async def test_deleting_policy_is_flagged_for_teardown(
+    source: KubeInputSource, core: Any, custom: Any
+) -> None:
+    seed(core, custom)
+    await settle(source, lambda i: names(i) == ["pa"] and not i.errors)
+    custom.patch_cluster_custom_object(
+        G, V, "ipsecpolicies", "pa", {"metadata": {"finalizers": ["strongmesh.io/teardown"]}}
+    )
+    custom.delete_cluster_custom_object(G, V, "ipsecpolicies", "pa")
+    flagged = await settle(source, lambda i: bool(i.policies) and i.policies[0].deleting)
+    assert names(flagged) == ["pa"]
+    custom.patch_cluster_custom_object(
+        G, V, "ipsecpolicies", "pa", {"metadata": {"finalizers": []}}
+    )
+    await settle(source, lambda i: names(i) == [])
+
+
+async def test_policy_status_writes_and_node_heartbeats_do_not_wake_the_agent(
+    source: KubeInputSource, core: Any, custom: Any
+) -> None:
+    seed(core, custom)
+    await settle(source, lambda i: names(i) == ["pa"] and not i.errors)
+    while await source.wait_changed(0.3):  # drain the wake-ups of the initial sync
+        pass
+    custom.patch_cluster_custom_object_status(
+        G, V, "ipsecpolicies", "pa", {"status": {"observedGeneration": 1}}
+    )
+    core.patch_node_status("node-1", {"status": {"conditions": [
+        {"type": "Ready", "status": "True", "reason": "KubeletReady", "message": "ok"}
+    ]}})
+    assert not await source.wait_changed(1.0)
+    custom.patch_cluster_custom_object(
+        G, V, "ipsecpolicies", "pa", {"spec": {"enforcement": "Optional"}}
+    )
+    assert await source.wait_changed(5.0)
+    changed = await settle(source, lambda i: bool(i.policies) and i.policies[0].generation == 2)
+    assert changed.policies[0].policy.spec.enforcement == "Optional"

@@ -1,0 +1,387 @@
+"""The operator against the embedded API server: conditions, rows, events, deletion, GC."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from datetime import timedelta
+from functools import partial
+from typing import Any
+
+import pytest
+from kubernetes.client.exceptions import ApiException
+
+from controller.apiserver import write_kubeconfig
+from controller.operator.reconciler import FINALIZER, OperatorConfig
+from controller.operator.run import OperatorThread
+from tests.api.operator_support import (
+    FAST,
+    Cluster,
+    G,
+    ProxyThread,
+    V,
+    running_operator,
+    wait_for,
+)
+from tests.certs import NOW, make_cert, secret_data
+
+pytestmark = pytest.mark.api
+
+
+@pytest.fixture
+def cluster(apiserver: Any) -> Cluster:
+    return Cluster(apiserver.client())
+
+
+@pytest.fixture
+def operator(apiserver: Any) -> Iterator[OperatorThread]:
+    with running_operator(str(apiserver.kubeconfig)) as running:
+        yield running
+
+
+def two_workers_and_a_db(cluster: Cluster) -> None:
+    cluster.node("node-1", "10.77.0.1", role="worker")
+    cluster.node("node-2", "10.77.0.2", role="worker")
+    cluster.node("node-3", "10.77.0.3", role="db")
+
+
+def test_policy_becomes_ready_when_every_selected_node_enforces(
+    cluster: Cluster, operator: OperatorThread
+) -> None:
+    two_workers_and_a_db(cluster)
+    cluster.secret()
+    cluster.policy(nodeSelector={"matchLabels": {"role": "worker"}})
+    wait_for(lambda: cluster.condition_is("Progressing", "True"), what="Progressing=True")
+    assert cluster.condition_is("Ready", "False")
+
+    cluster.report("node-1", {"mesh": 1}, peers=("10.77.0.2",))
+    cluster.report("node-3", {}, peers=())  # not selected: never a row
+    wait_for(lambda: cluster.get_policy()["status"]["summary"]["ready"] == "1/2", what="1/2")
+    cluster.report("node-2", {"mesh": 1}, peers=("10.77.0.1",))
+    ready = wait_for(lambda: cluster.condition_is("Ready", "True"), what="Ready=True")
+
+    status = cluster.get_policy()["status"]
+    assert ready["reason"] == "AllNodesEnforcing"
+    assert status["observedGeneration"] == 1
+    assert status["summary"] == {
+        "selectedNodes": 2,
+        "readyNodes": 2,
+        "ready": "2/2",
+        "establishedSAs": 2,
+    }
+    assert [(r["name"], r["enforcing"], r["generation"], r["peers"]) for r in status["nodes"]] == [
+        ("node-1", True, 1, ["10.77.0.2"]),
+        ("node-2", True, 1, ["10.77.0.1"]),
+    ]
+    assert cluster.condition_is("Progressing", "False")
+    assert cluster.condition_is("Degraded", "False")
+    wait_for(lambda: cluster.events(reason="Ready"), what="a Ready event")
+
+
+def test_operator_writes_nothing_but_status_and_its_finalizer(
+    cluster: Cluster, operator: OperatorThread
+) -> None:
+    cluster.node("node-1")
+    cluster.secret()
+    created = cluster.policy()
+    cluster.report("node-1", {"mesh": 1})
+    wait_for(lambda: cluster.condition_is("Ready", "True"), what="Ready=True")
+    served = cluster.get_policy()
+    assert served["spec"] == created["spec"]
+    assert served["metadata"]["generation"] == 1
+    assert served["metadata"].get("annotations") in (None, {})
+    assert served["metadata"]["finalizers"] == [FINALIZER]
+
+
+def test_malformed_ca_is_credentials_invalid_naming_ca_crt_until_fixed(
+    cluster: Cluster, operator: OperatorThread
+) -> None:
+    cluster.node("node-1")
+    good = cluster.secret()
+    cluster.policy()
+    cluster.report("node-1", {"mesh": 1})
+    wait_for(lambda: cluster.condition_is("Ready", "True"), what="Ready=True")
+    node_before = cluster.custom.get_cluster_custom_object(G, V, "ipsecnodes", "node-1")
+
+    broken = dict(good, **{"ca.crt": good["ca.crt"].replace("\n", "\n#", 2)})
+    cluster.replace_secret(broken)
+    invalid = wait_for(
+        lambda: cluster.condition_is("CredentialsValid", "False"), what="CredentialsValid=False"
+    )
+    assert invalid["reason"] == "Invalid"
+    assert "ca.crt" in invalid["message"]
+    assert cluster.condition_is("Ready", "False")
+    event = wait_for(lambda: cluster.events(reason="CredentialsInvalid"), what="an event")[0]
+    assert event.type == "Warning"
+    assert "ca.crt" in event.message
+    # The operator never touches the nodes' state.
+    node_after = cluster.custom.get_cluster_custom_object(G, V, "ipsecnodes", "node-1")
+    assert node_after["metadata"]["resourceVersion"] == node_before["metadata"]["resourceVersion"]
+
+    cluster.replace_secret(good)  # re-validated when the Secret changes
+    wait_for(lambda: cluster.condition_is("CredentialsValid", "True"), what="valid again")
+    wait_for(lambda: cluster.condition_is("Ready", "True"), what="Ready again")
+
+
+def test_missing_secret_is_reported_and_its_creation_picked_up(
+    cluster: Cluster, operator: OperatorThread
+) -> None:
+    cluster.node("node-1")
+    cluster.policy(secret="later")
+    missing = wait_for(lambda: cluster.condition_is("CredentialsValid", "False"), what="False")
+    assert missing["reason"] == "SecretNotFound"
+    assert "strongmesh-system/later" in missing["message"]
+    cluster.secret("later")
+    wait_for(lambda: cluster.condition_is("CredentialsValid", "True"), what="valid")
+
+
+def test_node_errors_degrade_and_a_new_generation_progresses(
+    cluster: Cluster, operator: OperatorThread
+) -> None:
+    cluster.node("node-1")
+    cluster.node("node-2", "10.77.0.2")
+    cluster.secret()
+    cluster.policy()
+    cluster.report("node-1", {"mesh": 1})
+    cluster.report("node-2", {"mesh": 1}, enforcing=False, message="charon: no trusted CA")
+    degraded = wait_for(lambda: cluster.condition_is("Degraded", "True"), what="Degraded")
+    assert degraded["reason"] == "NodeErrors"
+    assert "node-2: charon: no trusted CA" in degraded["message"]
+
+    cluster.custom.patch_cluster_custom_object(
+        G, V, "ipsecpolicies", "mesh", {"spec": {"enforcement": "Optional"}}
+    )
+    progressing = wait_for(lambda: cluster.condition_is("Progressing", "True"), what="Progressing")
+    assert "generation 2" in progressing["message"]
+    cluster.report("node-1", {"mesh": 2})
+    cluster.report("node-2", {"mesh": 2})
+    wait_for(lambda: cluster.condition_is("Ready", "True"), what="Ready")
+    assert cluster.get_policy()["status"]["observedGeneration"] == 2
+
+
+def test_deletion_waits_for_the_agents_to_tear_down(
+    cluster: Cluster, operator: OperatorThread
+) -> None:
+    cluster.node("node-1")
+    cluster.node("node-2", "10.77.0.2")
+    cluster.secret()
+    cluster.policy()
+    cluster.report("node-1", {"mesh": 1})
+    cluster.report("node-2", {"mesh": 1})
+    wait_for(
+        lambda: FINALIZER in cluster.get_policy()["metadata"].get("finalizers", []),
+        what="finalizer",
+    )
+    cluster.custom.delete_cluster_custom_object(G, V, "ipsecpolicies", "mesh")
+    time.sleep(2.5)  # more than a resync: the operator must keep waiting
+    assert cluster.get_policy()["metadata"].get("deletionTimestamp")
+    ready = cluster.condition("Ready")
+    assert ready is not None
+    assert ready["reason"] == "Deleting"
+
+    cluster.report("node-1", {})  # node-1 tore down
+    time.sleep(1.5)
+    assert cluster.policy_exists()
+    cluster.report("node-2", {})
+    wait_for(lambda: not cluster.policy_exists(), what="the policy to be gone")
+
+
+def test_deletion_ignores_nodes_that_no_longer_exist(
+    cluster: Cluster, operator: OperatorThread
+) -> None:
+    cluster.node("node-1")
+    cluster.secret()
+    cluster.policy()
+    cluster.report("node-1", {"mesh": 1})
+    wait_for(lambda: cluster.condition_is("Ready", "True"), what="Ready")
+    cluster.core.delete_node("node-1")
+    cluster.custom.delete_cluster_custom_object(G, V, "ipsecpolicies", "mesh")
+    wait_for(lambda: not cluster.policy_exists(), what="the policy to be gone")
+
+
+def test_deletion_times_out_with_a_warning(apiserver: Any) -> None:
+    cluster = Cluster(apiserver.client())
+    config = OperatorConfig(status_interval=1.0, resync_interval=0.5, teardown_timeout=2.0)
+    with running_operator(str(apiserver.kubeconfig), config):
+        cluster.node("node-1")
+        cluster.secret()
+        cluster.policy()
+        cluster.report("node-1", {"mesh": 1})
+        wait_for(
+            lambda: FINALIZER in cluster.get_policy()["metadata"].get("finalizers", []),
+            what="finalizer",
+        )
+        cluster.custom.delete_cluster_custom_object(G, V, "ipsecpolicies", "mesh")
+        wait_for(lambda: not cluster.policy_exists(), timeout=10, what="timeout deletion")
+        (event,) = cluster.events(reason="TeardownTimeout")
+        assert event.type == "Warning"
+        assert "node-1" in event.message
+
+
+def test_ipsec_node_of_a_deleted_node_is_collected(
+    cluster: Cluster, operator: OperatorThread
+) -> None:
+    cluster.node("node-1")
+    cluster.node("node-2", "10.77.0.2")
+    cluster.report("node-1", {})
+    cluster.report("node-2", {})
+    cluster.report("ghost", {})  # its Node never existed: the periodic sweep removes it
+    cluster.core.delete_node("node-2")
+
+    def names() -> set[str]:
+        items = cluster.custom.list_cluster_custom_object(G, V, "ipsecnodes")["items"]
+        return {item["metadata"]["name"] for item in items}
+
+    wait_for(lambda: names() == {"node-1"}, what="only node-1's IPsecNode left")
+
+
+def test_overlapping_policies_on_a_shared_node_are_both_reported(
+    cluster: Cluster, operator: OperatorThread
+) -> None:
+    cluster.node("node-1", role="worker")
+    cluster.node("node-2", "10.77.0.2", role="db")
+    cluster.secret()
+    cluster.policy("wide", ipsecSubnets=["10.77.0.0/16"])
+    cluster.policy(
+        "narrow", ipsecSubnets=["10.77.0.0/24"], nodeSelector={"matchLabels": {"role": "db"}}
+    )
+    cluster.policy("elsewhere", ipsecSubnets=["10.99.0.0/24"])
+    for name, other in (("wide", "narrow"), ("narrow", "wide")):
+        degraded = wait_for(
+            partial(cluster.condition_is, "Degraded", "True", name), what=f"{name} degraded"
+        )
+        assert degraded["reason"] == "SubnetOverlap"
+        assert f"IPsecPolicy {other}" in degraded["message"]
+        assert "node-2" in degraded["message"]
+        assert "node-1" not in degraded["message"]
+        wait_for(partial(cluster.events, name, "SubnetOverlap"), what="overlap event")
+    wait_for(lambda: cluster.condition("Degraded", "elsewhere"), what="elsewhere evaluated")
+    assert cluster.condition_is("Degraded", "False", "elsewhere")
+
+
+def test_expiring_certificate_and_optional_enforcement_raise_warnings(apiserver: Any) -> None:
+    cluster = Cluster(apiserver.client())
+    config = OperatorConfig(status_interval=1.0, resync_interval=0.5, optional_warn_interval=1.0)
+    with running_operator(str(apiserver.kubeconfig), config):
+        cluster.node("node-1")
+        soon = make_cert(cluster.ca, "node", not_after=NOW + timedelta(days=5))
+        cluster.secret(data=secret_data(soon, [cluster.ca]))
+        cluster.policy(enforcement="Optional")
+        (expiring,) = wait_for(
+            lambda: cluster.events(reason="CertificateExpiring"), what="expiry event"
+        )
+        assert expiring.type == "Warning"
+        assert expiring.message.startswith("[error]")
+        assert cluster.condition_is("CredentialsValid", "True")  # an alert, not a failure
+        wait_for(
+            lambda: len(cluster.events(reason="OptionalEnforcement")) >= 2,
+            timeout=10,
+            what="a repeated OptionalEnforcement warning",
+        )
+    assert len(cluster.events(reason="CertificateExpiring")) == 1
+
+
+def test_burst_of_node_reports_is_at_most_one_status_write_per_second(
+    cluster: Cluster, operator: OperatorThread
+) -> None:
+    names = [f"node-{i}" for i in range(1, 21)]
+    for i, name in enumerate(names, start=1):
+        cluster.node(name, f"10.77.0.{i}")
+    cluster.secret()
+    cluster.policy()
+    wait_for(lambda: cluster.condition("Ready"), what="first status")
+    time.sleep(1.1)
+    before = operator.reconciler.status_writes
+    version_before = int(cluster.get_policy()["metadata"]["resourceVersion"])
+    start = time.monotonic()
+    for name in names:  # 20 agents report twice each, as fast as the API takes it
+        cluster.report(name, {"mesh": 1}, enforcing=False, message="starting")
+        cluster.report(name, {"mesh": 1})
+    wait_for(lambda: cluster.condition_is("Ready", "True"), what="Ready")
+    elapsed = time.monotonic() - start
+    writes = operator.reconciler.status_writes - before
+    assert 1 <= writes <= elapsed + 2, (writes, elapsed)
+    assert int(cluster.get_policy()["metadata"]["resourceVersion"]) > version_before
+
+
+def test_restarted_operator_keeps_conditions_transition_times(apiserver: Any) -> None:
+    cluster = Cluster(apiserver.client())
+    cluster.node("node-1")
+    cluster.secret()
+    cluster.policy()
+    cluster.report("node-1", {"mesh": 1})
+    with running_operator(str(apiserver.kubeconfig), FAST):
+        first = wait_for(lambda: cluster.condition_is("Ready", "True"), what="Ready")
+    time.sleep(1.1)
+    with running_operator(str(apiserver.kubeconfig), FAST) as again:
+        time.sleep(1.5)
+        assert cluster.condition("Ready") == first
+        assert again.reconciler.status_writes == 0
+
+
+def test_policy_status_survives_an_invalid_spec_update(
+    cluster: Cluster, operator: OperatorThread
+) -> None:
+    cluster.node("node-1")
+    cluster.secret()
+    cluster.policy()
+    with pytest.raises(ApiException):  # the CRD schema refuses what it can
+        cluster.custom.patch_cluster_custom_object(
+            G, V, "ipsecpolicies", "mesh", {"spec": {"enforcement": "Sometimes"}}
+        )
+    cluster.custom.patch_cluster_custom_object(
+        G, V, "ipsecpolicies", "mesh", {"spec": {"mode": "Tunnel"}}
+    )
+    degraded = wait_for(lambda: cluster.condition_is("Degraded", "True"), what="Degraded")
+    assert degraded["reason"] == "InvalidSpec"
+    assert "spec.mode" in degraded["message"]
+
+
+def test_operator_catches_up_after_an_api_outage(apiserver: Any, tmp_path: Any) -> None:
+    cluster = Cluster(apiserver.client())
+    proxy = ProxyThread(apiserver.url).start()
+    try:
+        kubeconfig = write_kubeconfig(tmp_path / "via-proxy", proxy.url)
+        with running_operator(str(kubeconfig)):
+            cluster.node("node-1")
+            cluster.node("node-2", "10.77.0.2")
+            cluster.secret()
+            cluster.policy()
+            cluster.report("node-1", {"mesh": 1})
+            wait_for(lambda: cluster.get_policy().get("status", {}).get("summary", {})
+                     .get("ready") == "1/2", what="1/2")
+            proxy.cut()
+            cluster.report("node-2", {"mesh": 1})  # while the operator cannot see it
+            time.sleep(2)
+            assert cluster.condition_is("Ready", "False")
+            proxy.restore()
+            wait_for(lambda: cluster.condition_is("Ready", "True"), timeout=30,
+                     what="Ready after the API returned")
+    finally:
+        proxy.stop()
+
+
+def test_operator_reads_only_the_referenced_secrets(apiserver: Any, tmp_path: Any) -> None:
+    cluster = Cluster(apiserver.client())
+    proxy = ProxyThread(apiserver.url).start()
+    try:
+        kubeconfig = write_kubeconfig(tmp_path / "via-proxy", proxy.url)
+        with running_operator(str(kubeconfig)):
+            cluster.node("node-1")
+            cluster.secret("unrelated")
+            cluster.policy(secret="creds")
+            wait_for(lambda: cluster.condition_is("CredentialsValid", "False"), what="missing")
+            cluster.secret("creds")
+            wait_for(lambda: cluster.condition_is("CredentialsValid", "True"), what="created")
+        secret_requests = [r for r in proxy.proxy.requests if "secrets" in r]
+        assert secret_requests
+        for line in secret_requests:
+            method, url = line.split(" ", 1)
+            assert method == "GET", line
+            assert (
+                url.startswith("/api/v1/namespaces/strongmesh-system/secrets/creds")
+                or (url.startswith("/api/v1/namespaces/strongmesh-system/secrets?")
+                    and "fieldSelector=metadata.name=creds" in url)
+            ), line
+    finally:
+        proxy.stop()

@@ -1,0 +1,199 @@
+"""Cluster-mode agent I/O, the parts that decide: kubeconfig, node facts, policy selection,
+and when the reporter writes."""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from controller.agent.kube import KubeReporter, node_facts, select_policies, significant
+from controller.agent.kubeclient import ApiError, ApiUnavailableError, parse_kubeconfig
+from controller.dataplane import NodeFacts
+from controller.models.node import IPsecNodeStatus
+from controller.models.policy import IPsecPolicy
+
+
+def test_kubeconfig_current_context_with_inline_and_file_credentials(tmp_path: Path) -> None:
+    (tmp_path / "ca.pem").write_bytes(b"CA")
+    doc = {
+        "current-context": "lab",
+        "contexts": [
+            {"name": "lab", "context": {"cluster": "c", "user": "u"}},
+            {"name": "other", "context": {"cluster": "x", "user": "u"}},
+        ],
+        "clusters": [
+            {
+                "name": "c",
+                "cluster": {"server": "https://127.0.0.1:6443/", "certificate-authority": "ca.pem"},
+            }
+        ],
+        "users": [
+            {
+                "name": "u",
+                "user": {"token": "t0k", "client-key-data": base64.b64encode(b"K").decode()},
+            }
+        ],
+    }
+    config = parse_kubeconfig(doc, tmp_path)
+    assert (config.server, config.ca_data, config.token, config.key_data) == (
+        "https://127.0.0.1:6443",
+        b"CA",
+        "t0k",
+        b"K",
+    )
+    assert "t0k" not in repr(config)
+
+
+def test_kubeconfig_without_the_named_context_is_an_error(tmp_path: Path) -> None:
+    doc = {"current-context": "nope", "contexts": [], "clusters": [], "users": []}
+    with pytest.raises(ValueError, match="no context"):
+        parse_kubeconfig(doc, tmp_path)
+
+
+def test_node_facts_prefer_internal_addresses_and_keep_labels() -> None:
+    node = {
+        "metadata": {"name": "n1", "labels": {"pool": "a"}},
+        "status": {
+            "addresses": [
+                {"type": "Hostname", "address": "n1"},
+                {"type": "ExternalIP", "address": "192.0.2.1"},
+                {"type": "InternalIP", "address": "10.77.0.1"},
+                {"type": "InternalIP", "address": "fd00::1"},
+            ]
+        },
+    }
+    facts, labels = node_facts("n1", node)
+    assert facts == NodeFacts("n1", ("10.77.0.1", "fd00::1", "192.0.2.1"))
+    assert labels == {"pool": "a"}
+    assert node_facts("n1", None) == (NodeFacts("n1", ()), {})
+
+
+def policy(
+    name: str, generation: int = 1, deleting: bool = False, subnets: Any = None, **labels: str
+) -> dict[str, Any]:
+    meta: dict[str, Any] = {"name": name, "generation": generation}
+    if deleting:
+        meta["deletionTimestamp"] = "2026-01-01T00:00:00Z"
+    return {
+        "apiVersion": "strongmesh.io/v1alpha1",
+        "kind": "IPsecPolicy",
+        "metadata": meta,
+        "spec": {
+            "nodeSelector": {"matchLabels": labels},
+            "ipsecSubnets": subnets if subnets is not None else ["10.77.0.0/24"],
+            "credentials": {"secretRef": {"name": f"{name}-creds", "namespace": "sm"}},
+        },
+    }
+
+
+def test_selection_filters_by_labels_sorts_and_attaches_secrets() -> None:
+    bodies = {"z": policy("z"), "a": policy("a", 3, deleting=True), "b": policy("b", pool="b")}
+    secrets = {("sm", "z-creds"): {"tls.crt": "x"}}
+    inputs = select_policies(bodies, {"pool": "a"}, secrets, {})
+    assert [(p.policy.metadata.name, p.generation, p.deleting, p.secret_data) for p in inputs] == [
+        ("a", 3, True, None),
+        ("z", 1, False, {"tls.crt": "x"}),
+    ]
+
+
+def test_invalid_body_keeps_the_last_valid_policy_with_an_input_error() -> None:
+    memory: dict[str, IPsecPolicy] = {}
+    select_policies({"p": policy("p")}, {}, {}, memory)
+    (kept,) = select_policies({"p": policy("p", 2, subnets=[])}, {}, {}, memory)
+    assert kept.policy.spec.ipsec_subnets == ["10.77.0.0/24"]
+    assert kept.input_errors
+    assert select_policies({"q": policy("q", subnets=[])}, {}, {}, {}) == ()
+
+
+def test_significant_ignores_counters_and_heartbeat() -> None:
+    base = {
+        "policies": [],
+        "sas": [{"peer": "a", "state": "INSTALLED", "bytesIn": 1}],
+        "lastHeartbeat": "t1",
+    }
+    later = {
+        "policies": [],
+        "sas": [{"peer": "a", "state": "INSTALLED", "bytesIn": 99}],
+        "lastHeartbeat": "t2",
+    }
+    assert significant(base) == significant(later)
+    rekeyed = {"policies": [], "sas": [{"peer": "a", "state": "REKEYING", "bytesIn": 99}]}
+    assert significant(base) != significant(rekeyed)
+
+
+class FakeClient:
+    """Records writes; answers like an API server holding at most one IPsecNode."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+        self.obj: dict[str, Any] | None = None
+        self.down = False
+
+    async def get(self, path: str, **_: str) -> Any:
+        self._check()
+        if self.obj is None:
+            raise ApiError(404, "not found")
+        return self.obj
+
+    async def create(self, path: str, body: Any) -> Any:
+        self._check()
+        self.calls.append("create")
+        self.obj = dict(body)
+        return body
+
+    async def merge_patch(self, path: str, body: Any) -> Any:
+        self._check()
+        self.calls.append("patch-status" if path.endswith("/status") else "patch-spec")
+        assert self.obj is not None
+        self.obj.update(body)
+        return self.obj
+
+    def _check(self) -> None:
+        if self.down:
+            raise ApiUnavailableError("connection refused")
+
+
+def sa_status(bytes_in: int, state: str = "INSTALLED") -> IPsecNodeStatus:
+    return IPsecNodeStatus.model_validate(
+        {
+            "policies": [{"name": "p", "generation": 1}],
+            "sas": [{"policy": "p", "peer": "10.77.0.2", "state": state, "bytesIn": bytes_in}],
+        }
+    )
+
+
+async def test_reporter_writes_on_change_and_heartbeat_only() -> None:
+    client = FakeClient()
+    clock = [0.0]
+    reporter = KubeReporter(client, "n1", heartbeat=60, clock=lambda: clock[0])  # type: ignore[arg-type]
+    node = NodeFacts("n1", ("10.77.0.1",))
+    await reporter.report(node, "CN=n1", sa_status(1))
+    assert client.calls == ["create", "patch-status"]
+    for counter in range(2, 20):  # traffic only: no writes
+        clock[0] += 1
+        await reporter.report(node, "CN=n1", sa_status(counter))
+    assert reporter.writes == 1
+    await reporter.report(node, "CN=n1", sa_status(20, "REKEYING"))
+    assert reporter.writes == 2
+    clock[0] += 61
+    await reporter.report(node, "CN=n1", sa_status(21, "REKEYING"))
+    assert reporter.writes == 3
+    await reporter.report(NodeFacts("n1", ("10.77.0.9",)), "CN=n1", sa_status(21, "REKEYING"))
+    assert client.calls[-2:] == ["patch-spec", "patch-status"]
+    assert client.obj is not None
+    assert client.obj["spec"] == {"addresses": ["10.77.0.9"], "identity": "CN=n1"}
+
+
+async def test_reporter_retries_after_an_outage() -> None:
+    client = FakeClient()
+    reporter = KubeReporter(client, "n1", heartbeat=600, clock=lambda: 0.0)  # type: ignore[arg-type]
+    node = NodeFacts("n1", ("10.77.0.1",))
+    client.down = True
+    await reporter.report(node, "CN=n1", sa_status(1))
+    assert reporter.writes == 0
+    client.down = False
+    await reporter.report(node, "CN=n1", sa_status(1))
+    assert reporter.writes == 1

@@ -1,0 +1,81 @@
+"""Which policies a watch event makes dirty (only those whose status may change)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from controller.operator.state import ClusterState
+
+
+def policy(name: str, secret: str = "creds", **labels: str) -> dict[str, Any]:
+    return {
+        "metadata": {"name": name, "resourceVersion": "1"},
+        "spec": {
+            "nodeSelector": {"matchLabels": labels},
+            "ipsecSubnets": ["10.0.0.0/24"],
+            "credentials": {"secretRef": {"name": secret, "namespace": "sm"}},
+        },
+    }
+
+
+def node(name: str, **labels: str) -> dict[str, Any]:
+    return {"metadata": {"name": name, "labels": labels}}
+
+
+def ipsec_node(name: str, *policies: str) -> dict[str, Any]:
+    return {
+        "metadata": {"name": name},
+        "status": {"policies": [{"name": p, "generation": 1} for p in policies]},
+    }
+
+
+def state() -> ClusterState:
+    s = ClusterState()
+    s.apply_policy("ADDED", policy("a", pool="a"))
+    s.apply_policy("ADDED", policy("b", secret="other", pool="b"))
+    s.apply_node("ADDED", node("n1", pool="a"))
+    s.apply_node("ADDED", node("n2", pool="b"))
+    return s
+
+
+def test_ipsec_node_update_dirties_policies_selecting_or_listed_by_it() -> None:
+    s = state()
+    assert s.apply_ipsec_node("MODIFIED", ipsec_node("n1", "a")) == {"a"}
+    # n1 still lists b from an old selector: b must learn that n1 dropped it
+    assert s.apply_ipsec_node("MODIFIED", ipsec_node("n1", "a", "b")) == {"a", "b"}
+    assert s.apply_ipsec_node("MODIFIED", ipsec_node("n1", "a")) == {"a", "b"}
+
+
+def test_node_heartbeat_without_label_change_dirties_nothing() -> None:
+    s = state()
+    assert s.apply_node("MODIFIED", node("n1", pool="a")) == set()
+    assert s.apply_node("MODIFIED", node("n1", pool="b")) == {"a", "b"}
+    assert s.apply_node("DELETED", node("n1", pool="b")) == {"a", "b"}
+
+
+def test_only_referenced_secrets_are_kept() -> None:
+    s = state()
+    unrelated = {"metadata": {"name": "x", "namespace": "sm"}, "data": {}}
+    assert s.apply_secret("ADDED", unrelated) == set()
+    assert ("sm", "x") not in s.secrets
+    creds = {"metadata": {"name": "creds", "namespace": "sm"}, "data": {}}
+    assert s.apply_secret("MODIFIED", creds) == {"a"}
+    assert s.secrets[("sm", "creds")] == creds
+    s.apply_secret("DELETED", creds)
+    assert s.secrets[("sm", "creds")] is None
+
+
+def test_deleted_policy_drops_its_secret() -> None:
+    s = state()
+    s.apply_secret("ADDED", {"metadata": {"name": "other", "namespace": "sm"}})
+    s.apply_policy("DELETED", policy("b", secret="other"))
+    assert ("sm", "other") not in s.secrets
+
+
+def test_status_only_policy_update_dirties_nothing() -> None:
+    s = state()
+    written = policy("a", pool="a") | {"status": {"observedGeneration": 1}}
+    assert s.apply_policy("MODIFIED", written) == set()
+    assert s.policies["a"]["status"] == {"observedGeneration": 1}
+    edited = policy("a", pool="b")
+    assert s.apply_policy("MODIFIED", edited) == {"a", "b"}

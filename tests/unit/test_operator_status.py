@@ -1,0 +1,226 @@
+"""IPsecPolicy.status from IPsecNodes: summary, rows, conditions, and stability over time."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from controller.models.common import LabelSelector
+from controller.models.node import IPsecNode
+from controller.models.policy import IPsecPolicyStatus
+from controller.operator.status import (
+    CredentialsVerdict,
+    OverlapReport,
+    PolicyFacts,
+    compute_status,
+    condition,
+    invalid_body_status,
+)
+
+T0 = "2026-01-01T00:00:00Z"
+T1 = "2026-01-01T00:05:00Z"
+VALID = CredentialsVerdict(True, "Valid", "Secret s/c: ok")
+INVALID = CredentialsVerdict(False, "Invalid", "Secret s/c: ca.crt: not a CA")
+NODES = {"node-1": {"role": "worker"}, "node-2": {"role": "worker"}, "node-3": {"role": "db"}}
+
+
+def policy(generation: int = 2, deleting: bool = False, **selector: str) -> PolicyFacts:
+    return PolicyFacts(
+        name="mesh",
+        generation=generation,
+        selector=LabelSelector(match_labels=dict(selector)),
+        deleting=deleting,
+    )
+
+
+def ipsec_node(
+    name: str,
+    generation: int | None = 2,
+    enforcing: bool = True,
+    message: str = "",
+    sas: list[dict[str, Any]] | None = None,
+) -> IPsecNode:
+    policies = (
+        []
+        if generation is None
+        else [
+            {"name": "mesh", "generation": generation, "enforcing": enforcing, "message": message}
+        ]
+    )
+    return IPsecNode.model_validate(
+        {
+            "metadata": {"name": name},
+            "status": {"policies": policies, "sas": sas or []},
+        }
+    )
+
+
+def sa(peer: str, state: str = "INSTALLED", policy_name: str = "mesh") -> dict[str, Any]:
+    return {"policy": policy_name, "peer": peer, "state": state}
+
+
+def conditions(status: IPsecPolicyStatus) -> dict[str, tuple[str, str]]:
+    return {c.type: (c.status, c.reason) for c in status.conditions}
+
+
+def test_all_selected_nodes_enforcing_is_ready_with_summary_and_rows() -> None:
+    nodes = {
+        "node-1": ipsec_node(
+            "node-1", sas=[sa("10.0.0.2"), sa("10.0.0.2"), sa("10.0.0.9", "CREATED")]
+        ),
+        "node-2": ipsec_node("node-2", sas=[sa("10.0.0.1"), sa("10.0.0.5", policy_name="x")]),
+    }
+    status = compute_status(policy(role="worker"), VALID, NODES, nodes, [], None, T0)
+    assert conditions(status) == {
+        "Ready": ("True", "AllNodesEnforcing"),
+        "CredentialsValid": ("True", "Valid"),
+        "Progressing": ("False", "RolloutComplete"),
+        "Degraded": ("False", "AsExpected"),
+    }
+    assert status.summary.model_dump() == {
+        "selected_nodes": 2,
+        "ready_nodes": 2,
+        "ready": "2/2",
+        "established_sas": 3,
+    }
+    assert [(r.name, r.enforcing, r.established_sas, r.peers) for r in status.nodes] == [
+        ("node-1", True, 2, ["10.0.0.2"]),
+        ("node-2", True, 1, ["10.0.0.1"]),
+    ]
+    assert status.observed_generation == 2
+    assert all(c.observed_generation == 2 for c in status.conditions)
+
+
+@pytest.mark.parametrize(
+    ("ipsec_nodes", "credentials", "expected"),
+    [
+        pytest.param(
+            {"node-1": ipsec_node("node-1"), "node-2": ipsec_node("node-2", generation=1)},
+            VALID,
+            {
+                "Ready": ("False", "NodesNotReady"),
+                "Progressing": ("True", "RollingOut"),
+                "Degraded": ("False", "AsExpected"),
+            },
+            id="one node behind is progressing",
+        ),
+        pytest.param(
+            {"node-1": ipsec_node("node-1")},
+            VALID,
+            {"Ready": ("False", "NodesNotReady"), "Progressing": ("True", "RollingOut")},
+            id="node without IPsecNode is progressing",
+        ),
+        pytest.param(
+            {
+                "node-1": ipsec_node("node-1"),
+                "node-2": ipsec_node("node-2", enforcing=False, message="charon refused"),
+            },
+            VALID,
+            {
+                "Ready": ("False", "NodesNotReady"),
+                "Progressing": ("False", "RolloutComplete"),
+                "Degraded": ("True", "NodeErrors"),
+            },
+            id="node reporting errors degrades",
+        ),
+        pytest.param(
+            {"node-1": ipsec_node("node-1"), "node-2": ipsec_node("node-2")},
+            INVALID,
+            {"Ready": ("False", "CredentialsInvalid"), "CredentialsValid": ("False", "Invalid")},
+            id="invalid credentials are never ready",
+        ),
+        pytest.param(
+            {"node-1": ipsec_node("node-1"), "node-2": ipsec_node("node-2")},
+            None,
+            {"Ready": ("False", "CredentialsPending"), "CredentialsValid": ("Unknown", "Pending")},
+            id="unchecked credentials are pending",
+        ),
+    ],
+)
+def test_conditions_follow_the_nodes_and_credentials(
+    ipsec_nodes: dict[str, IPsecNode],
+    credentials: CredentialsVerdict | None,
+    expected: dict[str, tuple[str, str]],
+) -> None:
+    status = compute_status(policy(role="worker"), credentials, NODES, ipsec_nodes, [], None, T0)
+    got = conditions(status)
+    assert {k: got[k] for k in expected} == expected
+
+
+def test_degraded_message_names_the_failing_node_and_its_error() -> None:
+    nodes = {"node-1": ipsec_node("node-1", enforcing=False, message="charon refused cert")}
+    status = compute_status(policy(role="worker"), VALID, NODES, nodes, [], None, T0)
+    degraded = condition(status, "Degraded")
+    assert degraded is not None
+    assert "node-1: charon refused cert" in degraded.message
+    row = status.nodes[0]
+    assert (row.enforcing, row.message) == (False, "charon refused cert")
+
+
+def test_row_of_a_node_behind_says_which_generation_it_enforces() -> None:
+    nodes = {"node-1": ipsec_node("node-1", generation=1)}
+    status = compute_status(policy(generation=3, role="worker"), VALID, NODES, nodes, [], None, T0)
+    assert status.nodes[0].message == "enforces generation 1, current is 3"
+    assert status.nodes[1].message.startswith("no IPsecNode yet")
+
+
+def test_empty_selector_selects_every_node_and_none_selected_is_not_ready() -> None:
+    everything = compute_status(policy(), VALID, NODES, {}, [], None, T0)
+    assert everything.summary.ready == "0/3"
+    nothing = compute_status(policy(role="gpu"), VALID, NODES, {}, [], None, T0)
+    assert conditions(nothing)["Ready"] == ("False", "NoNodesSelected")
+    assert nothing.summary.ready == "0/0"
+
+
+def test_overlap_degrades_and_blocks_ready() -> None:
+    nodes = {"node-1": ipsec_node("node-1"), "node-2": ipsec_node("node-2")}
+    overlap = OverlapReport("other", "10.0.0.0/16", "10.0.1.0/24", ("node-1",))
+    status = compute_status(policy(role="worker"), VALID, NODES, nodes, [overlap], None, T0)
+    assert conditions(status)["Degraded"] == ("True", "SubnetOverlap")
+    assert conditions(status)["Ready"] == ("False", "SubnetOverlap")
+    degraded = condition(status, "Degraded")
+    assert degraded is not None
+    assert "IPsecPolicy other" in degraded.message
+    assert "node-1" in degraded.message
+
+
+def test_deleting_policy_is_not_ready() -> None:
+    status = compute_status(policy(deleting=True), VALID, NODES, {}, [], None, T0)
+    assert conditions(status)["Ready"] == ("False", "Deleting")
+
+
+def test_unchanged_inputs_give_an_identical_status_later() -> None:
+    nodes = {"node-1": ipsec_node("node-1"), "node-2": ipsec_node("node-2", generation=1)}
+    first = compute_status(policy(role="worker"), VALID, NODES, nodes, [], None, T0)
+    second = compute_status(policy(role="worker"), VALID, NODES, nodes, [], first, T1)
+    assert second == first
+
+
+def test_transition_time_moves_only_for_conditions_that_changed_status() -> None:
+    behind = {"node-1": ipsec_node("node-1"), "node-2": ipsec_node("node-2", generation=1)}
+    caught_up = {"node-1": ipsec_node("node-1"), "node-2": ipsec_node("node-2")}
+    first = compute_status(policy(role="worker"), VALID, NODES, behind, [], None, T0)
+    second = compute_status(policy(role="worker"), VALID, NODES, caught_up, [], first, T1)
+    times = {c.type: c.last_transition_time for c in second.conditions}
+    assert times == {"Ready": T1, "CredentialsValid": T0, "Progressing": T1, "Degraded": T0}
+    rows = {r.name: r.last_change for r in second.nodes}
+    assert rows == {"node-1": T0, "node-2": T1}
+
+
+def test_reason_change_without_status_change_keeps_transition_time() -> None:
+    first = compute_status(policy(role="worker"), None, NODES, {}, [], None, T0)
+    second = compute_status(policy(role="worker"), INVALID, NODES, {}, [], first, T1)
+    ready = condition(second, "Ready")
+    assert ready is not None
+    assert (ready.reason, ready.last_transition_time) == ("CredentialsInvalid", T0)
+
+
+def test_unparsable_body_is_degraded_and_keeps_the_previous_rows() -> None:
+    nodes = {"node-1": ipsec_node("node-1"), "node-2": ipsec_node("node-2")}
+    good = compute_status(policy(role="worker"), VALID, NODES, nodes, [], None, T0)
+    bad = invalid_body_status("mesh", 3, "spec.ipsecSubnets: required", good, T1)
+    assert conditions(bad)["Degraded"] == ("True", "InvalidSpec")
+    assert conditions(bad)["Ready"] == ("False", "InvalidSpec")
+    assert bad.nodes == good.nodes
+    assert bad.observed_generation == 3
