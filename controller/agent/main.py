@@ -59,19 +59,32 @@ def _record_shutdown_timeout(directory: Path | None) -> Callable[[PassResult, in
     return record
 
 
-def _metrics(port: int) -> Callable[[PassResult, Reconciler], None] | None:
-    """Serve Prometheus metrics on ``port`` (0: off); the returned callable records a pass."""
+def _nothing() -> None:
+    pass
+
+
+def _metrics(
+    port: int, vici_socket: Path | None
+) -> tuple[Callable[[PassResult, Reconciler], None] | None, Callable[[], None]]:
+    """Serve Prometheus metrics on ``port`` (0: off). Returns a callable that records a pass
+    and one that stops the listener counting charon's IKE failures and rekeys."""
     if not port:
-        return None
+        return None, _nothing
     from datetime import UTC, datetime
 
     from cryptography import x509
 
+    from controller.agent.events import EventListener, vici_subscription
     from controller.metrics import AgentMetrics, serve
 
     metrics = AgentMetrics()
     serve(metrics.registry, port)
     log.info("metrics on port %d", port)
+    stop_events = _nothing
+    if vici_socket is not None:
+        listener = EventListener(vici_subscription(str(vici_socket)), metrics.observe_event)
+        listener.start()
+        stop_events = listener.stop
 
     def observe(result: PassResult, reconciler: Reconciler) -> None:
         metrics.reconcile_duration.observe(result.seconds)
@@ -85,7 +98,7 @@ def _metrics(port: int) -> Callable[[PassResult, Reconciler], None] | None:
         }
         metrics.observe_certificates(expiry, datetime.now(UTC))
 
-    return observe
+    return observe, stop_events
 
 
 async def run_agent(args: argparse.Namespace) -> int:
@@ -100,11 +113,11 @@ async def run_agent(args: argparse.Namespace) -> int:
 
         source, reporter = make_kube_io(args.node, args.kubeconfig)
         mode = "cluster"
-    observe = _metrics(args.metrics_port)
+    sock = socket_path(args.vici)
+    observe, stop_events = _metrics(args.metrics_port, sock)
 
     xfrm = Xfrm()
     reconciler = Reconciler(lambda: Charon(args.vici), xfrm)
-    sock = socket_path(args.vici)
     record = _record_shutdown_timeout(args.state_dir or (sock.parent if sock else None))
 
     def run_pass(inputs: AgentInputs) -> PassResult:
@@ -129,6 +142,7 @@ async def run_agent(args: argparse.Namespace) -> int:
         await run_loop(source, reporter, run_pass, resync_seconds=args.resync_seconds,
                        charon_socket=sock, policy_events=events)
     finally:
+        stop_events()
         reconciler.close()
         xfrm.close()
         if events is not None:

@@ -190,6 +190,7 @@ class Reconciler:
             policies=policies,
             sas=sas,
             errors=errors,
+            established_sas=sum(1 for sa in sas if sa.state == "INSTALLED"),
             last_heartbeat=now_rfc3339(),
         )
         return PassResult(

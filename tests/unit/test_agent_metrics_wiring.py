@@ -1,0 +1,59 @@
+"""The agent's metrics endpoint reflects each reconcile pass (``controller.agent.main``)."""
+
+from __future__ import annotations
+
+import socket
+import urllib.request
+from types import SimpleNamespace
+from typing import cast
+
+from controller.agent.main import _metrics
+from controller.agent.reconcile import PassResult, Reconciler
+from controller.models.node import IPsecNodeStatus, SecurityAssociation
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _pass(states: list[str], errors: list[str], seconds: float) -> PassResult:
+    sas = [SecurityAssociation(policy="mesh", peer=f"10.77.0.{i}", state=st)
+           for i, st in enumerate(states, start=2)]
+    return PassResult(
+        status=IPsecNodeStatus(sas=sas, errors=errors), identity="", seconds=seconds,
+        xfrm_changes=0, charon_changed=False, charon_ok=not errors,
+    )
+
+
+def _scrape(port: int) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        return cast(bytes, response.read()).decode()
+
+
+def test_metrics_port_zero_serves_nothing_and_records_nothing() -> None:
+    observe, stop = _metrics(0, None)
+    assert observe is None
+    stop()
+
+
+def test_each_pass_updates_sas_durations_and_errors_on_the_served_endpoint() -> None:
+    port = _free_port()
+    observe, stop = _metrics(port, None)
+    assert observe is not None
+    reconciler = cast(Reconciler, SimpleNamespace(last_good={}))
+    try:
+        observe(_pass(["INSTALLED", "INSTALLED", "REKEYED"], [], 0.02), reconciler)
+        first = _scrape(port)
+        observe(_pass([], ["charon: down"], 0.5), reconciler)
+        second = _scrape(port)
+    finally:
+        stop()
+    assert 'strongmesh_sas{policy="mesh",state="INSTALLED"} 2.0' in first
+    assert 'strongmesh_sas{policy="mesh",state="REKEYED"} 1.0' in first
+    assert "strongmesh_reconcile_errors_total 0.0" in first
+    assert "strongmesh_reconcile_duration_seconds_count 1.0" in first
+    assert 'strongmesh_sas{policy="mesh"' not in second
+    assert "strongmesh_reconcile_errors_total 1.0" in second
+    assert "strongmesh_reconcile_duration_seconds_count 2.0" in second
