@@ -70,6 +70,11 @@ class CharonPlan:
     load_conns: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     # fingerprint of every desired connection (loaded now or already in place)
     fingerprints: Mapping[str, str] = field(default_factory=dict)
+    # connections reloaded because their config CHANGED (not merely unknown to the ledger):
+    # their SAs were negotiated under the old config (proposals, lifetimes, identities) and
+    # charon never renegotiates them by itself, so they are closed after the reload and the
+    # trap negotiates new ones on the next packet (Required drops, never leaks, meanwhile)
+    renegotiate_conns: tuple[str, ...] = ()
 
     @property
     def is_empty(self) -> bool:
@@ -97,6 +102,7 @@ class CharonPlan:
             ("load-cert", tuple(self.load_certs)),
             ("load-key", tuple(self.load_keys)),
             ("load-conn", tuple(self.load_conns)),
+            ("renegotiate", self.renegotiate_conns),
         ):
             if names:
                 parts.append(f"{label} {','.join(names)}")
@@ -177,6 +183,7 @@ def plan_changes(desired: DesiredCharon, actual: ActualCharon) -> CharonPlan:
         load_keys=load_keys,
         load_conns=load_conns,
         fingerprints=fingerprints,
+        renegotiate_conns=tuple(n for n in load_conns if actual.conns.get(n) is not None),
     )
 
 

@@ -282,6 +282,8 @@ class Charon:
             if plan.clear_creds:
                 step("clear-creds", methodcaller("clear_creds"))
             for name in plan.unload_conns:
+                # unload-conn leaves the connection's SAs up: close them first
+                step(f"terminate {name}", partial(_terminate_ikes, name=name))
                 if step(f"unload-conn {name}", methodcaller("unload_conn", {"name": name})):
                     self._ledger.conns.pop(name, None)
             for kid in plan.unload_keys:
@@ -301,6 +303,8 @@ class Charon:
             for name, body in plan.load_conns.items():
                 if step(f"load-conn {name}", methodcaller("load_conn", {name: _plain(body)})):
                     self._ledger.conns[name] = plan.fingerprints[name]
+                    if name in plan.renegotiate_conns:
+                        step(f"terminate {name}", partial(_terminate_ikes, name=name))
                 else:
                     self._ledger.conns.pop(name, None)
 
@@ -309,6 +313,25 @@ class Charon:
             self._ledger.save()
             if failures:
                 raise CharonApplyError(failures)
+
+
+def _terminate_ikes(session: Any, *, name: str) -> None:
+    """Close the IKE_SAs (with their CHILD_SAs) of connection ``name`` without waiting for
+    the peers' answers. Listing first avoids charon's error when there is none; an SA that
+    vanished in between (the peer closed it) is not an error either."""
+    ids = [
+        _text(ike.get("uniqueid"))
+        for event in session.list_sas({"ike": name, "noblock": "yes"})
+        for ike in event.values()
+        if isinstance(ike, Mapping)
+    ]
+    for unique_id in ids:
+        try:
+            for _ in session.terminate({"ike-id": unique_id, "timeout": "-1"}):
+                pass
+        except CommandException as exc:  # the peer closed it meanwhile: nothing to do
+            if "no matching" not in str(exc):
+                raise
 
 
 def _load_key(session: Any, *, expected: str, der: bytes) -> None:
