@@ -7,11 +7,19 @@ there goes through hostfs and is slow. ``pcap`` and ``report`` are pure and unit
 Inside, in order: filesystems, modules, switch ``sw0`` with ``node-1..N`` (10.77.0.i/24) and
 ``bystander`` (10.77.0.200) as network namespaces, ``tcpdump`` on the switch, one charon per
 node (own mount namespace and /run, config from ``controller.strongswan.render_strongswan_conf``),
-then the control plane of the mode (``standalone``: one ``python -m controller.agent`` per node
-fed the policy file; ``static``: hand-written PSK configs, a self-check of the lab; a ``cluster``
-mode would start an API server and the operator in ``Lab.start_control_plane``), wait until
-every agent's status file shows the policy generations enforced, a warm-up probe round (SAs are
-negotiated on demand), the ``main`` probe round, then the scenario's steps.
+then the control plane of the mode, wait until ready, a warm-up probe round (SAs are
+negotiated on demand), the ``main`` probe round, then the scenario's steps. Modes:
+``cluster`` (the default; ``cluster.py``): a management bridge ``mgmt0`` (10.78.0.254, the
+node namespaces join it as 10.78.0.i on a second link, never on the switch), ``strongmesh
+apiserver`` and ``strongmesh operator`` in the root namespace, a Node object per lab node
+(labels ``strongmesh.io/lab-index: "i"``, ``lab.strongmesh.io/group``: ``a``, ``b`` for the
+last node), one cluster-mode agent per node; once every agent wrote its IPsecNode the policy
+file is applied through the API, and ready means the policy's Ready condition is True for its
+generation as the API serves it; the report's ``policy_status`` is each policy's ``.status``
+as served and ``kubectl`` holds what ``kubectl get ipsecpolicies,ipsecnodes`` and ``-o yaml``
+printed inside the lab (``strongmesh status`` where kubectl is absent). ``standalone``: one
+agent per node fed the policy file, ready = every status file shows the generations
+enforced. ``static``: hand-written PSK configs, a self-check of the lab.
 
 Probes are UDP datagrams with a unique token per ordered pair and round, re-sent every 0.25 s
 until delivered or timed out. The report's ``traffic`` is the ``main`` round; ``rounds`` has
@@ -29,4 +37,10 @@ between every node pair), ``{"do": "wait_status",
 "error_contains": TEXT, "node"?}``, ``{"do": "snapshot", "label": L}`` (xfrm states and
 statuses), ``{"do": "sleep", "seconds": s}``, ``{"do": "measure_agents", "seconds": s}``,
 ``{"do": "measure_pass", "repeat": n}``. Without ``node`` a step acts on every lab node.
+Cluster mode adds (``cluster.py``): ``{"do": "apply", "file": NAME}`` (a ``--file`` manifest,
+created or replaced through the API), ``{"do": "delete", "kind"?, "name"}``, ``{"do": "get",
+"kind"?, "name"}``, ``{"do": "wait_policy", "name", "condition"?: "Ready", "status"?: "True",
+"message_contains"?}`` (for the policy's current generation), ``{"do": "wait_gone", "name"}``,
+``{"do": "kubectl", "args": [...], "label"?}``, ``{"do": "owned_policies"}`` (xfrm policies in
+strongmesh's priority bands, per node); ``wait_status`` and ``snapshot`` read IPsecNodes.
 """

@@ -38,7 +38,7 @@ DEFAULT_POLICY = PROJECT / "examples" / "policy.yaml"
 class LabOptions:
     nodes: int = 3
     policy: Path | None = DEFAULT_POLICY
-    mode: str = "standalone"
+    mode: str = "cluster"
     steps: list[dict[str, Any]] = field(default_factory=list)
     extra_files: Mapping[str, Path] = field(default_factory=dict)  # name in lab -> host file
     resync_seconds: float = 5
@@ -50,6 +50,10 @@ class LabOptions:
     charon_log_level: int = 1
     static_bypass: list[str] = field(default_factory=list)
     static_level: str = "required"
+    # cluster mode: kubectl run inside the lab (via hostfs; None: the host's, found on PATH);
+    # "" or a missing file: the fallbacks (`strongmesh status` for the tables, the API's JSON
+    # for -o yaml)
+    kubectl: str | None = None
 
 
 class LabError(RuntimeError):
@@ -78,6 +82,12 @@ def acq_expires(path: Path) -> int | None:
         if d.get("kind") == "IPsecPolicy"
     ]
     return min(values, default=None)
+
+
+def manifest_documents(path: Path) -> list[dict[str, Any]]:
+    """The YAML documents of a manifest file as JSON-ready dicts (the lab inside has no YAML)."""
+    with path.open() as f:
+        return [d for d in yaml.safe_load_all(f) if isinstance(d, dict)]
 
 
 def strongswan_confs(n: int, log_level: int, acq: int | None) -> dict[str, str]:
@@ -155,6 +165,10 @@ def run_lab(options: LabOptions) -> dict[str, Any]:
             "steps": options.steps,
             "static_bypass": options.static_bypass,
             "static_level": options.static_level,
+            "kubectl": (
+                options.kubectl if options.kubectl is not None
+                else shutil.which("kubectl") or ""
+            ),
         }
         if options.mode != "static":
             if options.policy is None:
@@ -166,11 +180,19 @@ def run_lab(options: LabOptions) -> dict[str, Any]:
                 options.nodes, options.charon_log_level, acq_expires(options.policy)
             )
         config["expected"] = expected
+        manifests: dict[str, Any] = {}
+        if options.mode == "cluster" and options.policy is not None:
+            manifests["policy.yaml"] = manifest_documents(options.policy)
         for name, source in options.extra_files.items():
             shutil.copyfile(source, workdir / name)
+            if source.suffix in (".yaml", ".yml"):
+                manifests[name] = manifest_documents(source)
+        config["manifests"] = manifests
         (workdir / "config.json").write_text(json.dumps(config, indent=1))
         init = _init_script(workdir)
-        memory = options.memory_mb or 256 + 96 * options.nodes
+        per_node = 96 if options.mode != "cluster" else 128
+        memory = options.memory_mb or (256 if options.mode != "cluster" else 768) + (
+            per_node * options.nodes)
         console = (workdir / "console.log").open("wb")
         started = time.time()
         with _terminating_signals():
@@ -220,7 +242,14 @@ def build_report(
         "mode": results.get("mode"),
         "nodes": nodes,
         "traffic": reporting.traffic_rows(main["probes"], packets),
-        "policy_status": reporting.standalone_policy_status(nodes, expected),
+        "policy_status": (
+            results["policy_status"] if "policy_status" in results
+            else reporting.standalone_policy_status(nodes, expected)
+        ),
+        "kubectl": results.get("kubectl", {}),
+        "applied": results.get("applied", []),
+        # cluster mode: per status refresh, whether the API agreed with the kernels' SAs
+        "refreshes": results.get("refreshes", []),
         "rounds": {
             label: {
                 "seconds": r["seconds"],
@@ -277,9 +306,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print the JSON report")
     parser.add_argument("--keep-logs", type=Path, metavar="DIR",
                         help="copy the lab directory (logs, capture, results) to DIR")
-    parser.add_argument("--mode", choices=("standalone", "static"), default="standalone",
-                        help="standalone: one agent per node fed the policy file (default); "
-                        "static: hand-written PSK charon configs, no agent (checks the lab)")
+    parser.add_argument("--mode", choices=("cluster", "standalone", "static"),
+                        default="cluster",
+                        help="cluster (default): an embedded Kubernetes API, the operator and "
+                        "one cluster-mode agent per node, the policy file applied through the "
+                        "API; standalone: one agent per node fed the policy file; static: "
+                        "hand-written PSK charon configs, no agent (checks the lab)")
     parser.add_argument("--steps", type=Path, metavar="FILE",
                         help="JSON list of scenario steps run after the first probe round")
     parser.add_argument("--file", action="append", default=[], metavar="NAME=PATH",
@@ -287,6 +319,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resync-seconds", type=float, default=5,
                         help="agents' drift-repair timer (default 5 in the lab)")
     parser.add_argument("--timeout", type=float, default=600, help="kill the lab after this")
+    parser.add_argument("--kubectl", metavar="PATH",
+                        help="cluster mode: the kubectl run inside the lab (default: the "
+                        "host's; '' shows `strongmesh status` instead)")
 
 
 def options_from(args: argparse.Namespace) -> LabOptions:
@@ -298,6 +333,7 @@ def options_from(args: argparse.Namespace) -> LabOptions:
     return LabOptions(
         nodes=args.nodes, policy=args.policy, mode=args.mode, steps=steps, extra_files=extra,
         resync_seconds=args.resync_seconds, timeout=args.timeout, keep_logs=args.keep_logs,
+        kubectl=args.kubectl,
     )
 
 
@@ -310,7 +346,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     run_parser = sub.add_parser("run", help="run the lab and print the report")
     add_arguments(run_parser)
-    demo = sub.add_parser("demo", help="3 nodes on examples/policy.yaml, readable summary")
+    demo = sub.add_parser(
+        "demo", help="3 nodes, examples/policy.yaml applied through the lab's API; readable "
+        "summary ending with `kubectl get ipsecpolicies,ipsecnodes` as run inside the lab")
     demo.add_argument("--keep-logs", type=Path, metavar="DIR")
     args = parser.parse_args(argv)
     if args.command == "demo":

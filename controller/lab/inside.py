@@ -30,6 +30,12 @@ import traceback
 from collections.abc import Callable, Iterator
 from typing import Any
 
+# Run as a script inside UML, only this directory is on sys.path: add the project (stdlib-only
+# lab modules are imported from it; the heavy parts run in the processes the lab starts).
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+from controller.lab.cluster import ClusterMode
+from controller.lab.steps_ops import AGENT_METRICS_PORT, OpsSteps
+
 SHARED = "/mnt/lab"  # the host's temp dir, writable through hostfs
 STATE = "/mnt/state"  # per-node sockets and status files (tmpfs, visible to every namespace)
 MODULE_ROOT = "/run/modroot"
@@ -89,11 +95,11 @@ class Host:
         return f"{self.state_dir}/status.json"
 
 
-class Lab:
+class Lab(ClusterMode, OpsSteps):
     def __init__(self, config: dict[str, Any]) -> None:
         self.config = config
         self.t0 = time.time()
-        self.nodes = [
+        self.nodes: list[Host] = [
             Host(f"node-{i}", f"10.77.0.{i}", True) for i in range(1, int(config["nodes"]) + 1)
         ]
         self.bystander = Host(BYSTANDER, "10.77.0.200", False)
@@ -250,6 +256,8 @@ class Lab:
             shutil.copyfile(self.config["policy"], self.policy_file)
             for host in self.nodes:
                 self.start_agent(host)
+        elif mode == "cluster":
+            self.start_cluster()
         else:
             raise RuntimeError(f"unknown lab mode {mode!r}")
 
@@ -259,9 +267,9 @@ class Lab:
             "ip", "netns", "exec", host.name,
             python, "-B", "-m", "controller.agent",
             "--node", host.name,
-            "--policy-file", self.policy_file,
-            "--status-file", host.status_file,
+            *self.agent_input_args(host),
             "--vici", host.vici,
+            "--metrics-port", str(AGENT_METRICS_PORT),
             "--resync-seconds", str(self.config.get("resync_seconds", 5)),
             "--log-level", str(self.config.get("agent_log_level", "info")),
         ]
@@ -300,6 +308,8 @@ class Lab:
 
     # ----------------------------------------------------------- readiness
     def read_status(self, host: Host) -> dict[str, Any] | None:
+        if self.cluster:
+            return self.cluster_status(host.name)
         try:
             with open(host.status_file) as f:
                 data: dict[str, Any] = json.load(f)
@@ -327,7 +337,11 @@ class Lab:
         if self.config.get("mode") == "static":
             return 0.0
         while time.time() - start < timeout:
-            if all(self.node_ready(h, expected) for h in self.nodes):
+            if self.cluster:
+                self.check_control_plane()
+                if self.policies_ready(sorted(expected)):
+                    return time.time() - start
+            elif all(self.node_ready(h, expected) for h in self.nodes):
                 return time.time() - start
             for h in self.nodes:
                 if h.agent is not None and h.agent.poll() is not None:
@@ -488,6 +502,8 @@ class Lab:
 
     def step_wait_ready(self, step: dict[str, Any]) -> float:
         """Wait until every node reports the expected generations, in a status written now."""
+        if self.cluster:
+            raise RuntimeError("wait_ready reads status files: use wait_policy in cluster mode")
         expected = {k: int(v) for k, v in step["expected"].items()}
         started = time.time()
         deadline = started + float(step.get("timeout", 60))
@@ -599,7 +615,9 @@ class Lab:
     def collect_statuses(self, refresh: bool) -> dict[str, Any]:
         """Each node's status file; with refresh, ask running agents for a pass first (SIGHUP)."""
         before = {h.name: self.read_status(h) for h in self.nodes}
-        if refresh:
+        if refresh and self.cluster:
+            self.refresh_cluster()
+        elif refresh:
             waiting = []
             for h in self.nodes:
                 if h.agent is not None and h.agent.poll() is None:
@@ -641,6 +659,8 @@ class Lab:
             for step in self.config.get("steps", []):
                 self.run_step(step)
         self.results["statuses"] = self.collect_statuses(refresh=True)
+        if self.cluster:
+            self.collect_cluster()
         self.mark("collected")
 
 

@@ -125,10 +125,13 @@ def format_summary(report: Mapping[str, Any]) -> str:
     lines = []
     ready = report.get("ready")
     seconds = report.get("seconds_to_ready")
-    lines.append(
-        f"ready: {'yes' if ready else 'NO'}"
-        + (f" ({seconds} s from policy applied to every agent enforcing it)" if ready else "")
+    meaning = (
+        "from the policy's creation through the API to its Ready condition"
+        if report.get("mode") == "cluster"
+        else "from policy applied to every agent enforcing it"
     )
+    suffix = f" ({seconds} s {meaning})" if ready else ""
+    lines.append(f"ready: {'yes' if ready else 'NO'}{suffix}")
     timing = report.get("timings") or {}
     if timing.get("policy_applied_to_all_pairs_esp") is not None:
         first = timing.get("first_packet_to_sa_seconds") or {}
@@ -157,7 +160,24 @@ def format_summary(report: Mapping[str, Any]) -> str:
     lines.append(format_matrix(report.get("traffic", [])))
     lines.append("")
     lines.append(verdict(report))
+    shown = format_kubectl(report)
+    if shown:
+        lines.append("")
+        lines.append(shown)
     return "\n".join(lines)
+
+
+def format_kubectl(report: Mapping[str, Any]) -> str:
+    """What ``kubectl get ipsecpolicies,ipsecnodes`` printed against the lab's API (cluster
+    mode; ``strongmesh status`` output where kubectl is absent), as the demo ends with it."""
+    shown = (report.get("kubectl") or {}).get("get")
+    if not shown:
+        return ""
+    text = f"$ {shown.get('command', 'kubectl get ipsecpolicies,ipsecnodes')}\n"
+    text += str(shown.get("stdout", "")).rstrip("\n")
+    if shown.get("exit"):
+        text += f"\n(exit {shown['exit']}: {str(shown.get('stderr', '')).strip()})"
+    return text
 
 
 def verdict(report: Mapping[str, Any]) -> str:

@@ -2,8 +2,10 @@
 
 Each test writes a policy variant of ``examples/policy.yaml``, runs ``hack/lab`` in-process
 (``controller.lab.host.run_lab``) with a short agent resync timer, and asserts on the traffic
-matrix the switch capture produced. They need root, strongSwan and user-mode-linux, which
-``make test`` installs (``hack/install-system-deps``).
+matrix the switch capture produced. The lab runs in ``cluster`` mode (API server, operator,
+policy applied through the API) unless a test asks for ``standalone`` (agents fed the file).
+They need root, strongSwan and user-mode-linux, which ``make test`` installs
+(``hack/install-system-deps``).
 """
 
 from __future__ import annotations
@@ -69,10 +71,14 @@ def lab(tmp_path: Path) -> Callable[..., Report]:
         nodes: int = 2,
         steps: list[dict[str, Any]] | None = None,
         files: Mapping[str, Path] | None = None,
+        mode: str = "cluster",
+        kubectl: str | None = None,
     ) -> Report:
         report = run_lab(
             LabOptions(
                 nodes=nodes,
+                mode=mode,
+                kubectl=kubectl,
                 policy=policy,
                 steps=steps or [],
                 extra_files=files or {},

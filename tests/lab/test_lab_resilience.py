@@ -71,6 +71,7 @@ def test_killed_agent_leaves_sas_alone_and_its_successor_adopts_them(lab: Lab) -
             {"do": "snapshot", "label": "after"},
             {"do": "probe", "label": "agent-back", "timeout": 10},
         ],
+        mode="standalone",  # wait_ready reads the agents' status files
     )
     for label in ("agent-dead", "agent-back"):
         seen = matrix(report, label)
@@ -93,6 +94,7 @@ def test_policy_with_malformed_ca_keeps_last_good_state_and_reports_it(
             {"do": "snapshot", "label": "after-bad"},
             {"do": "probe", "label": "after-bad", "timeout": 10},
         ],
+        mode="standalone",  # the agents' file input; tests/lab/test_lab_cluster.py: the API's
     )
     seen = matrix(report, "after-bad")
     assert {seen[p] for p in node_pairs(report)} == {("esp", True)}

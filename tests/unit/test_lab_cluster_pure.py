@@ -1,0 +1,92 @@
+"""Pure parts of the lab's cluster mode: Node objects, paths, readiness, status shapes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from controller.lab.cluster import (
+    node_object,
+    object_path,
+    policy_ready,
+    status_document,
+)
+from controller.lab.report import format_kubectl
+
+
+@pytest.mark.parametrize(
+    ("index", "count", "group"),
+    [(1, 3, "a"), (2, 3, "a"), (3, 3, "b"), (1, 1, "a"), (2, 2, "b")],
+)
+def test_nodes_are_labelled_so_a_selector_can_leave_the_last_one_out(
+    index: int, count: int, group: str
+) -> None:
+    node = node_object(index, count)
+    assert node["metadata"]["name"] == f"node-{index}"
+    assert node["metadata"]["labels"]["lab.strongmesh.io/group"] == group
+    assert node["metadata"]["labels"]["strongmesh.io/lab-index"] == str(index)
+    assert {"type": "InternalIP", "address": f"10.77.0.{index}"} in node["status"]["addresses"]
+
+
+@pytest.mark.parametrize(
+    ("kind", "name", "namespace", "path"),
+    [
+        ("Secret", "creds", "strongmesh-system",
+         "/api/v1/namespaces/strongmesh-system/secrets/creds"),
+        ("Secret", None, None, "/api/v1/namespaces/default/secrets"),
+        ("IPsecPolicy", "p", None, "/apis/strongmesh.io/v1alpha1/ipsecpolicies/p"),
+        ("IPsecNode", None, None, "/apis/strongmesh.io/v1alpha1/ipsecnodes"),
+        ("Namespace", "x", None, "/api/v1/namespaces/x"),
+    ],
+)
+def test_object_paths(kind: str, name: str | None, namespace: str | None, path: str) -> None:
+    assert object_path(kind, name, namespace) == path
+
+
+def policy(generation: int, observed: int | None, ready: str | None) -> dict[str, Any]:
+    status: dict[str, Any] = {"conditions": []}
+    if observed is not None:
+        status["observedGeneration"] = observed
+    if ready is not None:
+        status["conditions"].append({"type": "Ready", "status": ready})
+    return {"metadata": {"generation": generation}, "status": status}
+
+
+@pytest.mark.parametrize(
+    ("obj", "ready"),
+    [
+        (policy(1, 1, "True"), True),
+        (policy(2, 1, "True"), False),  # Ready for the previous generation only
+        (policy(1, 1, "False"), False),
+        (policy(1, None, None), False),  # the operator has not written yet
+        (None, False),
+    ],
+)
+def test_ready_means_ready_for_the_current_generation(
+    obj: dict[str, Any] | None, ready: bool
+) -> None:
+    assert policy_ready(obj) is ready
+
+
+def test_ipsecnode_becomes_the_status_file_shape_the_report_reads() -> None:
+    doc = status_document({
+        "metadata": {"name": "node-1"},
+        "spec": {"addresses": ["10.77.0.1"], "identity": "CN=x"},
+        "status": {"sas": [{"peer": "10.77.0.2"}], "policies": [], "errors": []},
+    })
+    assert doc == {
+        "node": "node-1", "addresses": ["10.77.0.1"], "identity": "CN=x",
+        "status": {"sas": [{"peer": "10.77.0.2"}], "policies": [], "errors": []},
+    }
+
+
+def test_demo_ends_with_kubectl_output_and_says_when_it_failed() -> None:
+    shown = {"command": "kubectl get ipsecpolicies,ipsecnodes", "exit": 0,
+             "stdout": "NAME   READY\nnode-mesh   3/3\n", "stderr": ""}
+    assert format_kubectl({"kubectl": {"get": shown}}) == (
+        "$ kubectl get ipsecpolicies,ipsecnodes\nNAME   READY\nnode-mesh   3/3"
+    )
+    failed = format_kubectl({"kubectl": {"get": shown | {"exit": 1, "stderr": "refused"}}})
+    assert failed.endswith("(exit 1: refused)")
+    assert format_kubectl({"kubectl": {}}) == ""
