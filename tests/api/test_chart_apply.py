@@ -24,8 +24,19 @@ pytestmark = pytest.mark.api
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "strongmesh"
 NAMESPACE = "strongmesh-system"
-# Kinds every API server must take from this chart (the embedded one serves them all).
-REQUIRED_KINDS = {"CustomResourceDefinition", "ServiceAccount", "ConfigMap"}
+# Kinds the embedded API server must take from this chart: CRDs, RBAC and the workloads.
+REQUIRED_KINDS = {
+    "CustomResourceDefinition",
+    "ServiceAccount",
+    "ConfigMap",
+    "ClusterRole",
+    "ClusterRoleBinding",
+    "Role",
+    "RoleBinding",
+    "Deployment",
+    "DaemonSet",
+    "Service",
+}
 
 Json = dict[str, Any]
 
@@ -100,6 +111,11 @@ def test_rendered_objects_apply_to_the_api_server(apiserver: Any) -> None:
         name="strongmesh-agent-charon", namespace=NAMESPACE
     )
     assert "load_modular = yes" in config.data["strongswan.conf"]
+    rbac = "rbac.authorization.k8s.io/v1"
+    roles = dyn.resources.get(api_version=rbac, kind="Role").get(namespace=NAMESPACE)
+    secret_rules = [r for role in roles.items for r in role.rules if "secrets" in r.resources]
+    assert secret_rules, "no Role grants the agent its credential Secrets"
+    assert all(r.resourceNames for r in secret_rules), "Secrets readable beyond resourceNames"
 
 
 def test_chart_crds_replace_the_served_crds_with_the_keep_annotation(apiserver: Any) -> None:
