@@ -22,7 +22,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from controller.agent.interfaces import AgentInputs, InputSource, PolicyInput, Reporter
-from controller.agent.kubeclient import (
+from controller.dataplane import NodeFacts
+from controller.kubeapi import (
     ApiError,
     ApiUnavailableError,
     KubeClient,
@@ -30,7 +31,6 @@ from controller.agent.kubeclient import (
     load_config,
     selector,
 )
-from controller.dataplane import NodeFacts
 from controller.models.common import GROUP, VERSION
 from controller.models.node import IPsecNodeStatus
 from controller.models.policy import IPsecPolicy

@@ -63,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
     import asyncio
     import logging
 
-    from controller.agent.kubeclient import load_config
+    from controller.kubeapi import load_config
     from controller.operator.reconciler import OperatorConfig
     from controller.operator.run import operate
 

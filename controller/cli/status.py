@@ -92,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
     import asyncio
     import sys
 
-    from controller.agent.kubeclient import ApiError, ApiUnavailableError, KubeClient, load_config
+    from controller.kubeapi import ApiError, ApiUnavailableError, KubeClient, load_config
     from controller.models.common import GROUP, VERSION
 
     async def fetch() -> list[tuple[str, Any]]:

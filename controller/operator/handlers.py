@@ -16,7 +16,7 @@ from typing import Any
 
 import kopf
 
-from controller.agent.kubeclient import ApiError, ApiUnavailableError, KubeConfig
+from controller.kubeapi import ApiError, ApiUnavailableError, KubeConfig
 from controller.models.common import GROUP, VERSION
 from controller.operator.reconciler import Reconciler
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from controller.agent.kubeclient import ApiError, ApiUnavailableError, KubeClient
+from controller.kubeapi import ApiError, ApiUnavailableError, KubeClient
 from controller.models.common import API_VERSION, GROUP, VERSION
 from controller.models.policy import IPsecPolicy, IPsecPolicyStatus
 from controller.operator import events as ev

@@ -15,7 +15,7 @@ import logging
 import threading
 from typing import TYPE_CHECKING
 
-from controller.agent.kubeclient import KubeClient, KubeConfig
+from controller.kubeapi import KubeClient, KubeConfig
 from controller.operator.metrics import OperatorMetrics
 from controller.operator.reconciler import OperatorConfig, Reconciler
 

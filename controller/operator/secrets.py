@@ -14,7 +14,7 @@ import contextlib
 from collections.abc import Callable
 from typing import Any
 
-from controller.agent.kubeclient import KubeClient, Reflector, selector
+from controller.kubeapi import KubeClient, Reflector, selector
 from controller.operator.state import SecretKey
 
 

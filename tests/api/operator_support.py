@@ -19,7 +19,7 @@ from urllib.parse import unquote, urlparse
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
-from controller.agent.kubeclient import load_config
+from controller.kubeapi import load_config
 from controller.operator.reconciler import OperatorConfig
 from controller.operator.run import OperatorThread
 from tests.certs import Issued, make_ca, make_cert, secret_data, secret_manifest

@@ -16,8 +16,8 @@ from kubernetes import client as k8s
 
 from controller.agent.interfaces import AgentInputs
 from controller.agent.kube import KubeInputSource, KubeReporter
-from controller.agent.kubeclient import KubeClient, KubeConfig
 from controller.dataplane import NodeFacts
+from controller.kubeapi import KubeClient, KubeConfig
 from controller.models.node import IPsecNodeStatus
 from tests.api.operator_support import Proxy
 from tests.certs import make_ca, make_cert, secret_data, secret_manifest

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 from controller.agent.kube import KubeReporter, node_facts, select_policies, significant
-from controller.agent.kubeclient import ApiError, ApiUnavailableError, parse_kubeconfig
 from controller.dataplane import NodeFacts
+from controller.kubeapi import ApiError, ApiUnavailableError, parse_kubeconfig
 from controller.models.node import IPsecNodeStatus
 from controller.models.policy import IPsecPolicy
 
