@@ -158,6 +158,10 @@ def run_lab(options: LabOptions) -> dict[str, Any]:
             "mode": options.mode,
             "python": sys.executable,
             "project": str(PROJECT),
+            # host paths the lab's processes run from; bound back if a tmpfs would hide them
+            "host_paths": sorted(
+                {str(PROJECT), sys.prefix, sys.base_prefix, str(Path(sys.executable).parent)}
+            ),
             "resync_seconds": options.resync_seconds,
             "ready_timeout": options.ready_timeout,
             "probe_timeout": options.probe_timeout,

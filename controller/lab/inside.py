@@ -37,6 +37,8 @@ from controller.lab.cluster import ClusterMode
 from controller.lab.steps_ops import AGENT_METRICS_PORT, OpsSteps
 
 SHARED = "/mnt/lab"  # the host's temp dir, writable through hostfs
+TMPFS_DIRS = ("/run", "/tmp", "/mnt")  # private and writable inside the lab
+HOST_ROOT = "/run/host-root"  # the host's root again, to bind back paths the tmpfs hide
 STATE = "/mnt/state"  # per-node sockets and status files (tmpfs, visible to every namespace)
 MODULE_ROOT = "/run/modroot"
 PROBE_PORT = 7777
@@ -129,12 +131,34 @@ class Lab(ClusterMode, OpsSteps):
     def mount_filesystems(self) -> None:
         os.system("mount -t proc proc /proc")
         sh("mount", "-t", "sysfs", "sys", "/sys")
-        for path in ("/run", "/tmp", "/mnt"):
+        for path in TMPFS_DIRS:
             sh("mount", "-t", "tmpfs", "tmpfs", path)
+        self.keep_host_paths_visible()
         os.makedirs(SHARED)
         sh("mount", "-t", "hostfs", "none", SHARED, "-o", self.config["hostdir"])
         os.makedirs(STATE)
         os.makedirs(f"{SHARED}/logs", exist_ok=True)
+
+    def keep_host_paths_visible(self) -> None:
+        """The tmpfs mounts hide whatever the host has below /run, /tmp and /mnt, and the
+        project or its virtualenv may live there (a CI clone can be anywhere): bind those
+        paths back from a second, read-only view of the host's root."""
+        hidden = sorted(
+            path
+            for path in set(self.config.get("host_paths", []))
+            if any(path == d or path.startswith(d + "/") for d in TMPFS_DIRS)
+        )
+        if not hidden:
+            return
+        os.makedirs(HOST_ROOT)
+        sh("mount", "-r", "-t", "hostfs", "none", HOST_ROOT, "-o", "/")
+        bound: list[str] = []
+        for path in hidden:
+            if any(path == b or path.startswith(b + "/") for b in bound):
+                continue
+            os.makedirs(path, exist_ok=True)
+            sh("mount", "--bind", HOST_ROOT + path, path)
+            bound.append(path)
 
     def load_modules(self) -> None:
         version = os.uname().release
