@@ -6,11 +6,12 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: help venv system-deps lint typecheck test test-unit test-api test-lab demo crds bench clean
+.PHONY: help venv system-deps lint typecheck test test-unit test-api test-integration test-lab demo crds bench clean
 
 help:
 	@echo "make demo   - boot the kernel lab (3 nodes, examples/) and print the report"
-	@echo "make test   - lint, type check, unit + API + lab tests"
+	@echo "make test   - lint, type check, unit + API + integration + lab tests"
+	@echo "              (tiers alone: test-unit, test-api, test-integration, test-lab)"
 	@echo "make crds   - regenerate crds/ from controller/models"
 	@echo "make bench  - run the benchmarks in hack/ and print their figures"
 
@@ -43,6 +44,9 @@ test-unit: venv
 test-api: venv
 	$(VENV)/bin/pytest -q tests/api
 
+test-integration: venv system-deps
+	$(VENV)/bin/pytest -q tests/integration
+
 test-lab: venv system-deps
 	$(VENV)/bin/pytest -q tests/lab
 
@@ -53,7 +57,8 @@ demo: venv system-deps
 	$(PY) hack/lab demo
 
 bench: venv system-deps
-	$(PY) hack/bench-lab
+	$(PY) hack/bench-lab --mode standalone
+	$(PY) hack/bench-lab --mode cluster
 	$(PY) hack/bench-agent
 
 clean:
