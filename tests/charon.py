@@ -27,23 +27,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pytest
 from cryptography import x509
 
 from controller.dataplane import NodeCredentials
 from controller.strongswan.conf import render_strongswan_conf
 from tests.certs import Issued, KeyType, make_cert
+from tests.environment import missing
 
 CHARON = "/usr/lib/ipsec/charon"
 _counter = itertools.count(1)
 
 
 def require_charon() -> None:
-    """Skip (with the reason) where a real charon cannot run: not root or no strongSwan."""
+    """Skip (fail under CI) where a real charon cannot run: not root or no strongSwan."""
     if os.geteuid() != 0:
-        pytest.skip("needs root (network namespaces)")
+        missing("needs root (network namespaces)")
     if not os.access(CHARON, os.X_OK) or shutil.which("ip") is None:
-        pytest.skip(f"needs strongSwan ({CHARON}) and iproute2")
+        missing(f"needs strongSwan ({CHARON}) and iproute2")
 
 
 def _run(*cmd: str) -> None:

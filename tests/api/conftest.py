@@ -18,6 +18,7 @@ import pytest
 from kubernetes import client as k8s
 
 from controller.apiserver import ServerThread, write_kubeconfig
+from tests.environment import missing
 
 REPO = Path(__file__).resolve().parents[2]
 CRDS = REPO / "crds"
@@ -49,7 +50,7 @@ class ApiServer:
         """Run the real kubectl against this server (tests skip when it is absent)."""
         binary = shutil.which("kubectl")
         if binary is None:
-            pytest.skip("kubectl is not on PATH")
+            missing("kubectl is not on PATH")
         result = subprocess.run(
             [binary, "--kubeconfig", str(self.kubeconfig), *args],
             input=input,

@@ -16,11 +16,11 @@ import pytest
 import yaml
 
 from tests.api.conftest import ApiServer
+from tests.environment import missing
 
-pytestmark = [
-    pytest.mark.api,
-    pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl is not on PATH"),
-]
+pytestmark = pytest.mark.api
+if shutil.which("kubectl") is None:
+    missing("kubectl is not on PATH")
 
 POLICY = """\
 apiVersion: strongmesh.io/v1alpha1

@@ -38,8 +38,10 @@ from controller.xfrm import (
 )
 from controller.xfrm import netlink as nl
 from controller.xfrm.kernel import network_namespace
+from tests.environment import missing
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (network namespaces)")
+if os.geteuid() != 0:
+    missing("needs root (network namespaces)")
 
 NODE = "10.99.0.1"
 PEER = "10.99.0.2"
