@@ -15,8 +15,9 @@ apiserver`` and ``strongmesh operator`` in the root namespace, a Node object per
 (labels ``strongmesh.io/lab-index: "i"``, ``lab.strongmesh.io/group``: ``a``, ``b`` for the
 last node), one cluster-mode agent per node; once every agent wrote its IPsecNode the policy
 file is applied through the API, and ready means the policy's Ready condition is True for its
-generation as the API serves it; the report's ``policy_status`` is each policy's ``.status``
-as served and ``kubectl`` holds what ``kubectl get ipsecpolicies,ipsecnodes`` and ``-o yaml``
+generation as the API serves it; the report's ``policy_status`` is the policy's ``.status``
+as served (``policy_statuses``: every policy of the file by name) and ``kubectl`` holds
+what ``kubectl get ipsecpolicies,ipsecnodes`` and ``-o yaml``
 printed inside the lab (``strongmesh status`` where kubectl is absent). ``standalone``: one
 agent per node fed the policy file, ready = every status file shows the generations
 enforced. ``static``: hand-written PSK configs, a self-check of the lab.

@@ -240,16 +240,20 @@ def build_report(
     nodes = reporting.node_rows(names, results.get("statuses", {}), addresses)
     rounds = {r["label"]: r for r in results.get("rounds", [])}
     main = rounds.get("main", {"probes": []})
+    statuses: dict[str, Any] = (
+        results["policy_status"] if "policy_status" in results
+        else reporting.standalone_policy_status(nodes, expected)
+    )
     report: dict[str, Any] = {
         "ready": bool(results.get("ready")) and not results.get("errors"),
         "seconds_to_ready": results.get("seconds_to_ready"),
         "mode": results.get("mode"),
         "nodes": nodes,
         "traffic": reporting.traffic_rows(main["probes"], packets),
-        "policy_status": (
-            results["policy_status"] if "policy_status" in results
-            else reporting.standalone_policy_status(nodes, expected)
-        ),
+        # DESIGN.md: the policy's status as the API serves it (the file's first IPsecPolicy;
+        # {} once it is gone); every policy of the file by name in policy_statuses
+        "policy_status": statuses.get(next(iter(expected), ""), {}),
+        "policy_statuses": statuses,
         "kubectl": results.get("kubectl", {}),
         "applied": results.get("applied", []),
         # cluster mode: per status refresh, whether the API agreed with the kernels' SAs

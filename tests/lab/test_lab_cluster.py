@@ -76,7 +76,7 @@ def test_policy_applied_through_the_api_is_ready_everywhere_and_kubectl_shows_it
     assert {seen[p] for p in bystander_pairs(report)} == {("cleartext", True)}
     assert [c for c in cleartext_from_nodes(report) if c[2] != "bystander"] == []
 
-    status = report["policy_status"][POLICY]
+    status = report["policy_statuses"][POLICY]
     assert condition(status, "Ready")["status"] == "True"
     assert status["summary"]["ready"] == "3/3"
     sas = status["summary"]["establishedSAs"]
@@ -152,7 +152,7 @@ def test_node_selector_puts_two_of_three_nodes_under_the_policy(
     )
     # without kubectl the lab shows `strongmesh status` (same tables) and the API's JSON
     report = lab(policy, nodes=3, kubectl="")
-    status = report["policy_status"][POLICY]
+    status = report["policy_statuses"][POLICY]
     assert status["summary"]["ready"] == "2/2"
     assert sorted(r["name"] for r in status["nodes"]) == ["node-1", "node-2"]
     get = report["kubectl"]["get"]

@@ -29,6 +29,9 @@ def test_required_with_bystander_bypass_encrypts_nodes_and_leaves_bystander_clea
     assert node_to_node == [], "cleartext between nodes in Required (also during warm-up)"
     assert report["seconds_to_ready"] is not None
     assert report["seconds_to_ready"] > 0
+    status = report["policy_status"]  # as the lab's API serves it
+    assert status["summary"]["ready"] == "3/3"
+    assert {c["type"]: c["status"] for c in status["conditions"]}["Ready"] == "True"
 
 
 def test_required_without_bypass_blocks_bystander_and_never_sends_cleartext(
