@@ -6,7 +6,6 @@ import argparse
 import os
 import sys
 from collections.abc import Callable
-from typing import Any
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -66,22 +65,19 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _pod_lister(node: str, own_pod: str | None, kubeconfig: str | None) -> Callable[[], list[str]]:
-    import json
+    """Workload pods on ``node``, through the same lean client as the agent and operator."""
+    import asyncio
 
-    from kubernetes import client, config
-
+    from controller.kubeapi import KubeClient, load_config, selector
     from controller.shutdown import workload_pods
 
-    if kubeconfig:
-        config.load_kube_config(kubeconfig)  # type: ignore[no-untyped-call]
-    else:
-        config.load_incluster_config()  # type: ignore[no-untyped-call]
-    api = client.CoreV1Api()
+    config = load_config(kubeconfig)
 
-    def remaining() -> list[str]:
-        response: Any = api.list_pod_for_all_namespaces(
-            field_selector=f"spec.nodeName={node}", _preload_content=False
-        )
-        return workload_pods(json.loads(response.data).get("items", []), own_pod)
+    async def fetch() -> list[str]:
+        async with KubeClient(config) as client:
+            pods = await client.get(
+                "/api/v1/pods", fieldSelector=selector(**{"spec.nodeName": node})
+            )
+        return workload_pods(pods.get("items", []), own_pod)
 
-    return remaining
+    return lambda: asyncio.run(fetch())

@@ -18,6 +18,8 @@ import pytest
 from kubernetes import client as k8s
 
 from controller.apiserver import ServerThread, write_kubeconfig
+from controller.operator.run import OperatorThread
+from tests.api.operator_support import Cluster, running_operator
 from tests.environment import missing
 
 REPO = Path(__file__).resolve().parents[2]
@@ -86,3 +88,16 @@ def apiserver(tmp_path: Path) -> Iterator[ApiServer]:
         yield server
     finally:
         server.close()
+
+
+@pytest.fixture
+def cluster(apiserver: ApiServer) -> Cluster:
+    """Helpers to create Nodes, Secrets, policies and IPsecNodes in the test's API server."""
+    return Cluster(apiserver.client())
+
+
+@pytest.fixture
+def operator(apiserver: ApiServer) -> Iterator[OperatorThread]:
+    """The real operator (kopf) running against the test's API server in its own thread."""
+    with running_operator(str(apiserver.kubeconfig)) as running:
+        yield running

@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -14,21 +13,10 @@ import yaml
 
 from controller.cli import main
 from controller.operator.run import OperatorThread
-from tests.api.operator_support import NAMESPACE, Cluster, running_operator
+from tests.api.operator_support import NAMESPACE, Cluster
 from tests.certs import make_cert, secret_data, secret_manifest
 
 pytestmark = pytest.mark.api
-
-
-@pytest.fixture
-def cluster(apiserver: Any) -> Cluster:
-    return Cluster(apiserver.client())
-
-
-@pytest.fixture
-def operator(apiserver: Any) -> Iterator[OperatorThread]:
-    with running_operator(str(apiserver.kubeconfig)) as running:
-        yield running
 
 
 def manifests(cluster: Cluster) -> str:

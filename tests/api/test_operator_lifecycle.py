@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from datetime import timedelta
 from functools import partial
 from typing import Any
@@ -26,17 +25,6 @@ from tests.api.operator_support import (
 from tests.certs import NOW, make_cert, secret_data
 
 pytestmark = pytest.mark.api
-
-
-@pytest.fixture
-def cluster(apiserver: Any) -> Cluster:
-    return Cluster(apiserver.client())
-
-
-@pytest.fixture
-def operator(apiserver: Any) -> Iterator[OperatorThread]:
-    with running_operator(str(apiserver.kubeconfig)) as running:
-        yield running
 
 
 def two_workers_and_a_db(cluster: Cluster) -> None:
