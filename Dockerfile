@@ -19,12 +19,17 @@ RUN apt-get update \
  && rm -rf /var/lib/apt/lists/*
 
 WORKDIR /src
+COPY requirements/runtime.txt requirements/build.txt ./requirements/
 COPY pyproject.toml README.md ./
 COPY controller ./controller
-# The venv uses Debian's /usr/bin/python3, which the runtime stage installs too. pip is removed
-# afterwards: the final image carries no installer or build tooling.
+# The venv uses Debian's /usr/bin/python3, which the runtime stage installs too. Every package
+# comes from the hashed lock (the build backend too: no build isolation, nothing unpinned).
+# pip and setuptools are removed afterwards: the final image carries no installer.
 RUN python3 -m venv /opt/strongmesh \
- && /opt/strongmesh/bin/pip install --no-cache-dir --no-compile . \
+ && /opt/strongmesh/bin/pip install --no-cache-dir --no-compile --disable-pip-version-check \
+      --require-hashes --no-deps -r requirements/runtime.txt -r requirements/build.txt \
+ && /opt/strongmesh/bin/pip install --no-cache-dir --no-compile --disable-pip-version-check \
+      --no-deps --no-build-isolation . \
  && /opt/strongmesh/bin/python -m compileall -q /opt/strongmesh/lib \
  && /opt/strongmesh/bin/pip uninstall -y pip setuptools \
  && rm -rf /opt/strongmesh/bin/pip* /opt/strongmesh/bin/activate*

@@ -5,8 +5,12 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
+LOCK   := requirements/dev.txt
+# `make lock` only: the tool that writes the locks (pip alone installs from them)
+UV_VERSION := 0.13.8
 
-.PHONY: help venv system-deps lint typecheck test test-unit test-api test-integration test-lab demo crds bench clean
+.PHONY: help venv system-deps lint typecheck test test-unit test-api test-integration test-lab \
+        test-latest lock lock-upgrade demo crds bench clean
 
 help:
 	@echo "make demo   - boot the kernel lab (3 nodes, examples/) and print the report"
@@ -14,20 +18,57 @@ help:
 	@echo "              (tiers alone: test-unit, test-api, test-integration, test-lab)"
 	@echo "make crds   - regenerate crds/ from controller/models"
 	@echo "make bench  - run the benchmarks in hack/ and print their figures"
+	@echo "make test-latest - unit + API tiers on the newest versions pyproject.toml allows"
+	@echo "make lock   - rewrite requirements/*.txt after a change to pyproject.toml"
+	@echo "make lock-upgrade - move the lock to the newest versions (after test-latest passes)"
 
-$(STAMP): pyproject.toml
+# The virtualenv holds exactly the lock: every package pinned and its hash checked, the project
+# itself installed without build isolation (its build backend, setuptools, is in the lock).
+$(STAMP): $(LOCK) pyproject.toml
+	rm -rf $(VENV)
 	$(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/pip install -q --upgrade pip
-	$(VENV)/bin/pip install -q -e '.[dev]'
+	$(VENV)/bin/pip install -q --disable-pip-version-check --require-hashes --no-deps -r $(LOCK)
+	$(VENV)/bin/pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
+	$(VENV)/bin/pip check
 	touch $@
 
 venv: $(STAMP)
+
+# The locks: requirements/dev.txt (runtime + dev + build backend; what make installs),
+# requirements/runtime.txt and requirements/build.txt (what the image installs and builds
+# with), the last two constrained to dev.txt's versions.
+LOCK_COMPILE = .tools/bin/uv pip compile --quiet --generate-hashes --python-version 3.11 \
+	--python-platform x86_64-unknown-linux-gnu --custom-compile-command 'make lock'
+
+.tools/bin/uv:
+	$(PYTHON) -m venv .tools
+	.tools/bin/pip install -q --disable-pip-version-check uv==$(UV_VERSION)
+
+lock: .tools/bin/uv
+	$(LOCK_COMPILE) $(LOCK_ARGS) pyproject.toml requirements/build.in --extra dev -o $(LOCK)
+	$(LOCK_COMPILE) $(LOCK_ARGS) pyproject.toml -c $(LOCK) -o requirements/runtime.txt
+	$(LOCK_COMPILE) $(LOCK_ARGS) requirements/build.in -c $(LOCK) -o requirements/build.txt
+
+lock-upgrade:
+	$(MAKE) lock LOCK_ARGS=--upgrade
+
+# Newest releases, met on purpose: a separate virtualenv resolved from pyproject.toml's ranges
+# (not the lock), then the unit and API tiers. It prints what differs from the lock first.
+VENV_LATEST := .venv-latest
+test-latest:
+	rm -rf $(VENV_LATEST)
+	$(PYTHON) -m venv $(VENV_LATEST)
+	$(VENV_LATEST)/bin/pip install -q --disable-pip-version-check --upgrade pip
+	$(VENV_LATEST)/bin/pip install -q --disable-pip-version-check --upgrade \
+		--upgrade-strategy eager -e '.[dev]'
+	$(VENV_LATEST)/bin/python hack/lock-drift $(LOCK)
+	$(VENV_LATEST)/bin/pytest -q -p no:cacheprovider tests/unit tests/api
 
 system-deps:
 	hack/install-system-deps
 
 lint: venv
-	$(VENV)/bin/ruff check controller tests hack hack/gen-crds hack/lab hack/make-certs
+	$(VENV)/bin/ruff check controller tests hack hack/gen-crds hack/lab hack/make-certs hack/lock-drift
 	$(VENV)/bin/lint-imports
 	$(VENV)/bin/hadolint Dockerfile
 	$(PY) hack/gen-crds --check
@@ -62,4 +103,4 @@ bench: venv system-deps
 	$(PY) hack/bench-agent
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) $(VENV_LATEST) .tools .mypy_cache .ruff_cache .pytest_cache

@@ -19,6 +19,8 @@ Pure: no I/O, ``now`` injectable.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -28,7 +30,7 @@ from typing import Literal
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, padding, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, padding, rsa
 from cryptography.x509.oid import NameOID
 
 from controller.dataplane import NodeCredentials
@@ -45,7 +47,14 @@ _PEM_BLOCK = re.compile(
     r"-----BEGIN ([A-Z0-9 ]+)-----\r?\n(.*?)-----END \1-----\r?\n?", re.DOTALL
 )
 _BEGIN = re.compile(r"-----BEGIN ([A-Z0-9 ]+)-----")
-_PRIVATE_KEY_LABELS = ("PRIVATE KEY", "RSA PRIVATE KEY", "EC PRIVATE KEY", "ENCRYPTED PRIVATE KEY")
+_PRIVATE_KEY_LABELS = (
+    "PRIVATE KEY", "RSA PRIVATE KEY", "EC PRIVATE KEY", "DSA PRIVATE KEY", "ENCRYPTED PRIVATE KEY"
+)
+# DER content of the OID id-dsa (1.2.840.10040.4.1). DSA is recognised from the PEM itself:
+# cryptography deprecates DSA, and loading such a key (or naming its class) warns.
+_DSA_OID = bytes.fromhex("2a8648ce380401")
+_DSA_REJECTED = ("DSA keys are not supported by strongSwan's IKEv2 authentication; use RSA, "
+                 "ECDSA or Ed25519")
 _MAX_CHAIN = 8
 
 # strongSwan's short names when it prints a DN (identification.c / oid.txt).
@@ -198,6 +207,9 @@ def _load_key(
                   "credentials.key-encrypted")
         )
         return None, ""
+    if _is_dsa_key(label, block):
+        findings.append(error(KEY_KEY, _DSA_REJECTED, "credentials.key-type"))
+        return None, ""
     try:
         # skipping the RSA consistency check (primality tests) saves ~100 ms per call; we only
         # compare the public half with the certificate, charon does the signing
@@ -208,10 +220,6 @@ def _load_key(
         findings.append(
             error(KEY_KEY, f"private key does not parse: {_short(exc)}", "credentials.parse")
         )
-        return None, ""
-    if isinstance(key, dsa.DSAPrivateKey):
-        findings.append(error(KEY_KEY, "DSA keys are not supported by strongSwan's IKEv2 "
-                              "authentication; use RSA, ECDSA or Ed25519", "credentials.key-type"))
         return None, ""
     if isinstance(key, rsa.RSAPrivateKey) and key.key_size < 2048:
         findings.append(warning(KEY_KEY, f"RSA key of {key.key_size} bits is weak; use 2048 "
@@ -225,6 +233,47 @@ def _load_key(
         return None, ""
     text = block.replace("\r\n", "\n")
     return key, text if text.endswith("\n") else text + "\n"
+
+
+def _is_dsa_key(label: str, block: str) -> bool:
+    """Whether a PEM private key is DSA: by its label, or by a PKCS#8 algorithm identifier."""
+    if label == "DSA PRIVATE KEY":
+        return True
+    if label != "PRIVATE KEY":
+        return False
+    body = "".join(line for line in block.splitlines() if not line.startswith("-----"))
+    try:
+        der = base64.b64decode(body, validate=False)
+    except (binascii.Error, ValueError):
+        return False  # the loader reports the broken encoding
+    return _pkcs8_algorithm_oid(der) == _DSA_OID
+
+
+def _der_header(der: bytes, at: int) -> tuple[int, int, int]:
+    """(tag, content start, content length) of the DER element at ``at``; IndexError if cut."""
+    tag, first = der[at], der[at + 1]
+    if first < 0x80:
+        return tag, at + 2, first
+    count = first & 0x7F
+    return tag, at + 2 + count, int.from_bytes(der[at + 2:at + 2 + count], "big")
+
+
+def _pkcs8_algorithm_oid(der: bytes) -> bytes | None:
+    """The OID content bytes of PrivateKeyInfo.privateKeyAlgorithm (RFC 5208), or None."""
+    try:
+        tag, at, _ = _der_header(der, 0)  # PrivateKeyInfo ::= SEQUENCE
+        if tag != 0x30:
+            return None
+        tag, start, length = _der_header(der, at)  # version INTEGER
+        if tag != 0x02:
+            return None
+        tag, at, _ = _der_header(der, start + length)  # AlgorithmIdentifier ::= SEQUENCE
+        if tag != 0x30:
+            return None
+        tag, start, length = _der_header(der, at)  # algorithm OBJECT IDENTIFIER
+        return der[start:start + length] if tag == 0x06 else None
+    except IndexError:
+        return None
 
 
 def _is_ca(cert: x509.Certificate) -> str:
