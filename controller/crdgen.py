@@ -63,8 +63,10 @@ class CrdGenError(ValueError):
 class _DefaultsFromFactories(GenerateJsonSchema):
     """Pydantic omits ``default_factory`` defaults; Kubernetes should apply them too.
 
-    A nested model's default becomes ``{}``: the API server then applies the nested fields'
-    own defaults, which keeps each default written once (kubebuilder's ``default={}``).
+    A nested model's default is the model's own defaults written out in full, not
+    kubebuilder's ``default={}``: kube-apiserver validates a default against the schema's CEL
+    rules *without* applying the nested defaults first, so ``{}`` fails a rule that reads the
+    nested fields (``no such key: criticalDays``) and the CRD is rejected.
     """
 
     def get_default_value(self, schema: core_schema.WithDefaultSchema) -> Any:
@@ -73,7 +75,7 @@ class _DefaultsFromFactories(GenerateJsonSchema):
             return super().get_default_value(schema)
         value = factory()  # type: ignore[call-arg]
         if isinstance(value, BaseModel):
-            return {}
+            return value.model_dump(mode="json", by_alias=True, exclude_none=True)
         return value
 
 

@@ -1,0 +1,1 @@
+"""Lab and test infrastructure of strongmesh: not shipped, never imported by ``controller``."""
