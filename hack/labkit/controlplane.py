@@ -35,7 +35,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -308,6 +308,8 @@ class ControlPlane:
     version: str
     pids: dict[str, int]
     binaries: Binaries
+    # the processes, when this Python process started them: reaped by ``down``
+    processes: list[subprocess.Popen[bytes]] = field(default_factory=list, repr=False)
 
     @property
     def kubeconfig(self) -> Path:
@@ -348,6 +350,9 @@ class ControlPlane:
 
     def down(self, timeout: float = 20.0) -> None:
         stop(self.directory, timeout)
+        for process in self.processes:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(timeout)
 
 
 def free_port(address: str = "127.0.0.1") -> int:
@@ -463,12 +468,13 @@ def up(directory: Path, address: str = "127.0.0.1", port: int | None = None,
         *extra_apiserver_args,
     ], logs / "kube-apiserver.log")
     plane = ControlPlane(directory, server, binaries.version,
-                         {"kube-apiserver": apiserver.pid, "etcd": etcd.pid}, binaries)
+                         {"kube-apiserver": apiserver.pid, "etcd": etcd.pid}, binaries,
+                         [apiserver, etcd])
     plane.save()
     try:
         _wait_ready(server, pki, apiserver, etcd, timeout, logs / "kube-apiserver.log")
     except BaseException:
-        stop(directory)
+        plane.down()
         raise
     write_kubeconfig(directory / ADMIN_KUBECONFIG, kubeconfig(
         server, pki.ca_cert.read_bytes(), user="strongmesh-admin",

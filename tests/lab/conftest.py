@@ -1,7 +1,7 @@
 """Lab tests: boot the user-mode-linux lab (one boot per test) and assert on its report.
 
 Each test writes a policy variant of ``examples/policy.yaml``, runs ``hack/lab`` in-process
-(``controller.lab.host.run_lab``) with a short agent resync timer, and asserts on the traffic
+(``hack.labkit.lab.host.run_lab``) with a short agent resync timer, and asserts on the traffic
 matrix the switch capture produced. The lab runs in ``cluster`` mode (API server, operator,
 policy applied through the API) unless a test asks for ``standalone`` (agents fed the file).
 They need root, strongSwan and user-mode-linux, which ``make test`` installs
@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 import yaml
 
-from controller.lab.host import LabOptions, run_lab
+from hack.labkit.lab.host import LabOptions, run_lab
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "policy.yaml"
 RESYNC_SECONDS = 4.0
@@ -72,13 +72,11 @@ def lab(tmp_path: Path) -> Callable[..., Report]:
         steps: list[dict[str, Any]] | None = None,
         files: Mapping[str, Path] | None = None,
         mode: str = "cluster",
-        kubectl: str | None = None,
     ) -> Report:
         report = run_lab(
             LabOptions(
                 nodes=nodes,
                 mode=mode,
-                kubectl=kubectl,
                 policy=policy,
                 steps=steps or [],
                 extra_files=files or {},

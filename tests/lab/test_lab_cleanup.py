@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from controller.lab.host import LabError, LabOptions, run_lab
+from hack.labkit.lab.host import LabError, LabOptions, run_lab
 from tests.lab.conftest import EXAMPLE
 
 

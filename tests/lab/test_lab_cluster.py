@@ -150,13 +150,12 @@ def test_node_selector_puts_two_of_three_nodes_under_the_policy(
             "noIpsecSubnets": ["10.77.0.200/32", "10.77.0.3/32"],
         },
     )
-    # without kubectl the lab shows `strongmesh status` (same tables) and the API's JSON
-    report = lab(policy, nodes=3, kubectl="")
+    report = lab(policy, nodes=3)
     status = report["policy_statuses"][POLICY]
     assert status["summary"]["ready"] == "2/2"
     assert sorted(r["name"] for r in status["nodes"]) == ["node-1", "node-2"]
     get = report["kubectl"]["get"]
-    assert get["command"] == "strongmesh status"
+    assert get["command"] == "kubectl get ipsecpolicies,ipsecnodes"
     assert get["exit"] == 0, get["stderr"]
     policies, ipsecnodes = kubectl_tables(get["stdout"])
     assert [(r["NAME"], r["READY"]) for r in policies] == [

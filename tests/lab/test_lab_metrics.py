@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from controller.lab.host import LabOptions, run_lab
-from controller.lab.ops_report import (
+from hack.labkit.lab.host import LabOptions, run_lab
+from hack.labkit.lab.ops_report import (
     metric_sas,
     metric_value,
     swanctl_child_sas,

@@ -17,9 +17,9 @@ from typing import Any
 
 import pytest
 
-from controller.lab.host import LabOptions, run_lab
-from controller.lab.ops_report import shutdown_findings
-from controller.lab.pcap import read_pcap
+from hack.labkit.lab.host import LabOptions, run_lab
+from hack.labkit.lab.ops_report import shutdown_findings
+from hack.labkit.lab.pcap import read_pcap
 from tests.lab.conftest import RESYNC_SECONDS, matrix, node_pairs, policy_variant
 
 POLICY_TIMEOUT = 3

@@ -1,5 +1,5 @@
-"""How the lab judges its metrics and gentle-shutdown records (``controller.lab.ops_report``
-and the parsers of ``controller.lab.steps_ops``)."""
+"""How the lab judges its metrics and gentle-shutdown records (``hack.labkit.lab.ops_report``
+and the parsers of ``hack.labkit.lab.steps_ops``)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from controller.lab.ops_report import (
+from hack.labkit.lab.ops_report import (
     metric_sas,
     metric_value,
     shutdown_findings,
@@ -15,8 +15,8 @@ from controller.lab.ops_report import (
     swanctl_ike_sas,
     swanctl_states,
 )
-from controller.lab.pcap import Packet
-from controller.lab.steps_ops import pass_count, rekey_counts
+from hack.labkit.lab.pcap import Packet
+from hack.labkit.lab.steps_ops import pass_count, rekey_counts
 
 # Real swanctl 5.9.8 output (lab, two IKE_SAs for one pair: both nodes initiated), plus an
 # IKE_SA that is still connecting and a CHILD_SA being rekeyed.

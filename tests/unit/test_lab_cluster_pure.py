@@ -6,13 +6,13 @@ from typing import Any
 
 import pytest
 
-from controller.lab.cluster import (
+from hack.labkit.lab.cluster import (
     node_object,
     object_path,
     policy_ready,
     status_document,
 )
-from controller.lab.report import format_kubectl
+from hack.labkit.lab.report import format_kubectl
 
 
 @pytest.mark.parametrize(

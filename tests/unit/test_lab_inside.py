@@ -6,7 +6,7 @@ import ast
 import sys
 from pathlib import Path
 
-import controller.lab.inside as inside
+import hack.labkit.lab.inside as inside
 
 
 def imported_modules(path: Path) -> set[str]:
@@ -29,8 +29,8 @@ def test_inside_runner_imports_only_the_standard_library() -> None:
         path = todo.pop()
         seen.add(path)
         for module in imported_modules(path):
-            if module.startswith("controller.lab."):
-                target = lab_dir / f"{module.removeprefix('controller.lab.')}.py"
+            if module.startswith("hack.labkit.lab."):
+                target = lab_dir / f"{module.removeprefix('hack.labkit.lab.')}.py"
                 if target not in seen:
                     todo.append(target)
             else:
@@ -54,5 +54,5 @@ def test_steps_are_exactly_the_documented_ones() -> None:
     assert implemented == documented
     for name in documented:  # in the package docstring or that of the module defining it
         module = sys.modules[getattr(inside.Lab, f"step_{name}").__module__]
-        docs = (sys.modules["controller.lab"].__doc__ or "") + (module.__doc__ or "")
+        docs = (sys.modules["hack.labkit.lab"].__doc__ or "") + (module.__doc__ or "")
         assert f'"do": "{name}"' in docs, name

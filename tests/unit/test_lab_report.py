@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from controller.lab.pcap import Packet, read_pcap
-from controller.lab.report import classify, format_matrix, standalone_policy_status
+from hack.labkit.lab.pcap import Packet, read_pcap
+from hack.labkit.lab.report import classify, format_matrix, standalone_policy_status
 
 TOKEN = "SMPROBE:main:node-1:node-2:abcd"
 
@@ -107,7 +107,7 @@ def test_standalone_policy_status_counts_ready_nodes_and_sas() -> None:
 
 
 def test_verdict_tallies_node_pairs_and_bystander_pairs_apart() -> None:
-    from controller.lab.report import verdict
+    from hack.labkit.lab.report import verdict
 
     report = {
         "nodes": [{"name": "node-1"}, {"name": "node-2"}],
@@ -125,7 +125,7 @@ def test_verdict_tallies_node_pairs_and_bystander_pairs_apart() -> None:
 
 
 def test_expected_generations_default_to_one(tmp_path: Any) -> None:
-    from controller.lab.host import policy_generations
+    from hack.labkit.lab.host import policy_generations
 
     path = tmp_path / "p.yaml"
     path.write_text(
@@ -136,7 +136,7 @@ def test_expected_generations_default_to_one(tmp_path: Any) -> None:
 
 
 def test_timings_measure_from_policy_applied_to_the_last_esp_delivery() -> None:
-    from controller.lab.host import timings
+    from hack.labkit.lab.host import timings
 
     probe = dict(PROBE, src="node-1", dst="node-2", first_sent=10.0, delivered_at=12.5)
     back = dict(PROBE, src="node-2", dst="node-1", src_address="10.77.0.2",

@@ -25,10 +25,10 @@ from typing import Any
 
 import yaml
 
-from controller.lab import report as reporting
-from controller.lab.pcap import read_pcap
+from hack.labkit.lab import report as reporting
+from hack.labkit.lab.pcap import read_pcap
 
-PROJECT = Path(__file__).resolve().parents[2]
+PROJECT = Path(__file__).resolve().parents[3]
 INSIDE = Path(__file__).resolve().with_name("inside.py")
 UML = "linux.uml"
 DEFAULT_POLICY = PROJECT / "examples" / "policy.yaml"
@@ -50,10 +50,6 @@ class LabOptions:
     charon_log_level: int = 1
     static_bypass: list[str] = field(default_factory=list)
     static_level: str = "required"
-    # cluster mode: kubectl run inside the lab (via hostfs; None: the host's, found on PATH);
-    # "" or a missing file: the fallbacks (`strongmesh status` for the tables, the API's JSON
-    # for -o yaml)
-    kubectl: str | None = None
 
 
 class LabError(RuntimeError):
@@ -143,15 +139,37 @@ def run_lab(options: LabOptions) -> dict[str, Any]:
     """Boot the lab, run it, return the report (raises LabError if the lab itself failed)."""
     if shutil.which(UML) is None:
         raise LabError(f"{UML} not found: install user-mode-linux (hack/install-system-deps)")
-    from controller.lab.inside import Lab
+    from hack.labkit.lab.inside import Lab
 
     unknown = [s.get("do") for s in options.steps if not hasattr(Lab, f"step_{s.get('do')}")]
     if unknown:
-        raise LabError(f"unknown scenario steps: {unknown} (see controller/lab/__init__.py)")
+        raise LabError(f"unknown scenario steps: {unknown} (see hack/labkit/lab/__init__.py)")
     workdir = Path(tempfile.mkdtemp(prefix="strongmesh-lab-"))
+    try:
+        with contextlib.ExitStack() as stack:
+            cluster = None
+            if options.mode == "cluster":
+                from hack.labkit.lab.clusterhost import LabCluster, LabClusterError
+
+                try:
+                    cluster = stack.enter_context(LabCluster(workdir, options.nodes))
+                except (LabClusterError, OSError) as exc:
+                    raise LabError(f"cluster mode: {exc}") from exc
+            return _boot_and_report(options, workdir, cluster)
+    finally:
+        if options.keep_logs is not None:
+            options.keep_logs.mkdir(parents=True, exist_ok=True)
+            shutil.copytree(workdir, options.keep_logs, dirs_exist_ok=True)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _boot_and_report(options: LabOptions, workdir: Path, cluster: Any) -> dict[str, Any]:
     proc: subprocess.Popen[bytes] | None = None
     try:
         expected: dict[str, int] = {}
+        host_paths = {str(PROJECT), sys.prefix, sys.base_prefix, str(Path(sys.executable).parent)}
+        if cluster is not None:
+            host_paths.add(cluster.inside_config()["binaries"])
         config: dict[str, Any] = {
             "hostdir": str(workdir),
             "nodes": options.nodes,
@@ -159,9 +177,7 @@ def run_lab(options: LabOptions) -> dict[str, Any]:
             "python": sys.executable,
             "project": str(PROJECT),
             # host paths the lab's processes run from; bound back if a tmpfs would hide them
-            "host_paths": sorted(
-                {str(PROJECT), sys.prefix, sys.base_prefix, str(Path(sys.executable).parent)}
-            ),
+            "host_paths": sorted(host_paths),
             "resync_seconds": options.resync_seconds,
             "ready_timeout": options.ready_timeout,
             "probe_timeout": options.probe_timeout,
@@ -169,10 +185,7 @@ def run_lab(options: LabOptions) -> dict[str, Any]:
             "steps": options.steps,
             "static_bypass": options.static_bypass,
             "static_level": options.static_level,
-            "kubectl": (
-                options.kubectl if options.kubectl is not None
-                else shutil.which("kubectl") or ""
-            ),
+            "api": cluster.inside_config() if cluster is not None else None,
         }
         if options.mode != "static":
             if options.policy is None:
@@ -194,15 +207,15 @@ def run_lab(options: LabOptions) -> dict[str, Any]:
         config["manifests"] = manifests
         (workdir / "config.json").write_text(json.dumps(config, indent=1))
         init = _init_script(workdir)
-        per_node = 96 if options.mode != "cluster" else 128
-        memory = options.memory_mb or (256 if options.mode != "cluster" else 768) + (
-            per_node * options.nodes)
+        # the control plane runs on the host: the lab's kernel holds nodes only
+        memory = options.memory_mb or 256 + 128 * options.nodes
+        network = cluster.uml_arguments() if cluster is not None else []
         console = (workdir / "console.log").open("wb")
         started = time.time()
         with _terminating_signals():
             proc = subprocess.Popen(
                 [UML, f"mem={memory}M", "root=/dev/root", "rootfstype=hostfs", "rootflags=/",
-                 "ro", f"init={init}", "con0=null,fd:1", "con=null", "quiet"],
+                 "ro", f"init={init}", "con0=null,fd:1", "con=null", *network, "quiet"],
                 stdin=subprocess.DEVNULL, stdout=console, stderr=subprocess.STDOUT,
                 start_new_session=True, cwd=workdir,
             )
@@ -218,18 +231,18 @@ def run_lab(options: LabOptions) -> dict[str, Any]:
             tail = (workdir / "console.log").read_text(errors="replace")[-3000:]
             raise LabError(f"the lab wrote no results; console ends with:\n{tail}")
         results = json.loads(results_path.read_text())
+        if cluster is not None and cluster.operator_error():
+            results.setdefault("errors", []).append(cluster.operator_error())
         capture = workdir / "capture.pcap"
         packets = list(read_pcap(capture.read_bytes())) if capture.exists() else []
         report = build_report(results, packets, options.nodes, expected)
         report["wall_seconds"] = round(time.time() - started, 3)
+        if cluster is not None:
+            report["control_plane"] = cluster.report()
         return report
     finally:
         if proc is not None and proc.poll() is None:
             _kill_group(proc)
-        if options.keep_logs is not None:
-            options.keep_logs.mkdir(parents=True, exist_ok=True)
-            shutil.copytree(workdir, options.keep_logs, dirs_exist_ok=True)
-        shutil.rmtree(workdir, ignore_errors=True)
 
 
 def build_report(
@@ -316,9 +329,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="copy the lab directory (logs, capture, results) to DIR")
     parser.add_argument("--mode", choices=("cluster", "standalone", "static"),
                         default="cluster",
-                        help="cluster (default): an embedded Kubernetes API, the operator and "
-                        "one cluster-mode agent per node, the policy file applied through the "
-                        "API; standalone: one agent per node fed the policy file; static: "
+                        help="cluster (default): a real kube-apiserver + etcd and the operator "
+                        "on the host (hack/control-plane), one cluster-mode agent per node, "
+                        "the policy file applied through the API; standalone: one agent per "
+                        "node fed the policy file; static: "
                         "hand-written PSK charon configs, no agent (checks the lab)")
     parser.add_argument("--steps", type=Path, metavar="FILE",
                         help="JSON list of scenario steps run after the first probe round")
@@ -327,9 +341,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resync-seconds", type=float, default=5,
                         help="agents' drift-repair timer (default 5 in the lab)")
     parser.add_argument("--timeout", type=float, default=600, help="kill the lab after this")
-    parser.add_argument("--kubectl", metavar="PATH",
-                        help="cluster mode: the kubectl run inside the lab (default: the "
-                        "host's; '' shows `strongmesh status` instead)")
 
 
 def options_from(args: argparse.Namespace) -> LabOptions:
@@ -341,7 +352,6 @@ def options_from(args: argparse.Namespace) -> LabOptions:
     return LabOptions(
         nodes=args.nodes, policy=args.policy, mode=args.mode, steps=steps, extra_files=extra,
         resync_seconds=args.resync_seconds, timeout=args.timeout, keep_logs=args.keep_logs,
-        kubectl=args.kubectl,
     )
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from controller.lab.pcap import Packet
+from hack.labkit.lab.pcap import Packet
 
 # ESP seen this long after the last send still belongs to the probe (queued, then sent).
 ESP_GRACE_SECONDS = 1.0

@@ -32,9 +32,9 @@ from typing import Any
 
 # Run as a script inside UML, only this directory is on sys.path: add the project (stdlib-only
 # lab modules are imported from it; the heavy parts run in the processes the lab starts).
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
-from controller.lab.cluster import ClusterMode
-from controller.lab.steps_ops import AGENT_METRICS_PORT, OpsSteps
+sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "..")))
+from hack.labkit.lab.cluster import ClusterMode
+from hack.labkit.lab.steps_ops import AGENT_METRICS_PORT, OpsSteps
 
 SHARED = "/mnt/lab"  # the host's temp dir, writable through hostfs
 TMPFS_DIRS = ("/run", "/tmp", "/mnt")  # private and writable inside the lab

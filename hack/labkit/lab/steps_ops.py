@@ -1,7 +1,7 @@
 """Operations scenario steps of the kernel lab: metrics and gentle shutdown.
 
 Standard library only: mixed into ``inside.Lab``, which runs as PID 1 inside user-mode-linux
-(every import goes through hostfs). The steps only record; ``controller.lab.ops_report`` (pure,
+(every import goes through hostfs). The steps only record; ``hack.labkit.lab.ops_report`` (pure,
 host side) judges what they recorded together with the switch capture.
 
 ``{"do": "metrics", "node"?, "rekey"?: NODE}``: per node, ``swanctl --list-sas``, then a

@@ -14,7 +14,7 @@ from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from controller.lab.pcap import Packet
+from hack.labkit.lab.pcap import Packet
 
 # ``swanctl --list-sas``: IKE_SAs start in column 0, their CHILD_SAs are indented:
 #   sm-node-mesh: #1, ESTABLISHED, IKEv2, 1c1b0bd7ba2bdcd6_i* 98f4d6f1cd0c2a11_r

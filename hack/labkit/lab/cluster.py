@@ -1,13 +1,16 @@
-"""The lab's ``cluster`` mode, inside user-mode-linux: API server, operator, agents via the API.
+"""The lab's ``cluster`` mode, inside user-mode-linux: agents and the scenario via the API.
 
 Standard library only (imported by ``inside.py``, where every import goes through hostfs).
 
-Layout: the lab switch ``sw0`` carries only lab traffic (10.77.0.0/24). A second bridge
-``mgmt0`` in the root network namespace holds the API server's address ``10.78.0.254``; each
-lab node gets a second link ``mgmt`` into it (``10.78.0.i/24``), so that its agent (which runs
-in the node's namespace, beside its charon and xfrm state) reaches the API while neither the
-capture on ``sw0`` nor the policies for 10.77.0.0/24 ever see API traffic. The operator and
-``kubectl`` run in the root namespace.
+The control plane (a real kube-apiserver + etcd) and the operator run on the host
+(``clusterhost.py``), which also created the Node objects and each agent's identity. Layout
+inside: the lab switch ``sw0`` carries only lab traffic (10.77.0.0/24). A second bridge
+``mgmt0`` in the root network namespace holds ``vec0``, the lab kernel's end of the host's tap
+device (the API server listens on the host end, ``<prefix>.254``); each lab node gets a second
+link ``mgmt`` into it (``<prefix>.i/24``), so that its agent (which runs in the node's
+namespace, beside its charon and xfrm state) reaches the API while neither the capture on
+``sw0`` nor the policies for 10.77.0.0/24 ever see API traffic. The scenario's API calls and
+``kubectl`` run in the root namespace (``<prefix>.253``) as the cluster's admin.
 
 Each lab node is a ``Node`` object ``node-i`` with labels ``strongmesh.io/lab-index: "i"`` and
 ``lab.strongmesh.io/group`` (``a``, but ``b`` for the last node, so a selector can pick a
@@ -24,17 +27,15 @@ import http.client
 import json
 import os
 import signal
+import ssl
 import subprocess
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
 MGMT_BRIDGE = "mgmt0"
-API_ADDRESS = "10.78.0.254"
-API_PORT = 6443
-KUBECONFIG = "/mnt/state/kubeconfig"
+UPLINK = "vec0"  # UML's vector network device on the host's tap (clusterhost.py)
 GROUP_VERSION = "strongmesh.io/v1alpha1"
-KUBECTL = "/usr/bin/kubectl"
 
 # kind -> (API path prefix, plural, namespaced)
 KINDS: dict[str, tuple[str, str, bool]] = {
@@ -112,16 +113,20 @@ def status_document(ipsecnode: Mapping[str, Any]) -> dict[str, Any]:
 
 
 class Api:
-    """A tiny JSON client for the lab's API server (plain HTTP, no auth)."""
+    """A tiny JSON client for the lab's API server: HTTPS, the admin's client certificate."""
 
-    def __init__(self, host: str = API_ADDRESS, port: int = API_PORT) -> None:
-        self.host = host
-        self.port = port
+    def __init__(self, config: Mapping[str, Any]) -> None:
+        server = str(config["server"]).removeprefix("https://")
+        self.host, _, port = server.rpartition(":")
+        self.port = int(port)
+        self.context = ssl.create_default_context(cafile=str(config["ca"]))
+        self.context.load_cert_chain(str(config["client_cert"]), str(config["client_key"]))
 
     def request(
         self, method: str, path: str, body: Any = None, content_type: str = "application/json"
     ) -> Any:
-        conn = http.client.HTTPConnection(self.host, self.port, timeout=15)
+        conn = http.client.HTTPSConnection(self.host, self.port, timeout=15,
+                                           context=self.context)
         try:
             data = None if body is None else json.dumps(body).encode()
             headers = {"Accept": "application/json"}
@@ -138,6 +143,17 @@ class Api:
 
     def get(self, path: str) -> Any:
         return self.request("GET", path)
+
+    def ready(self) -> bool:
+        """``/readyz`` answers ``ok`` (plain text, not JSON)."""
+        conn = http.client.HTTPSConnection(self.host, self.port, timeout=5,
+                                           context=self.context)
+        try:
+            conn.request("GET", "/readyz")
+            response = conn.getresponse()
+            return response.status == 200 and response.read().strip() == b"ok"
+        finally:
+            conn.close()
 
     def get_or_none(self, path: str) -> Any:
         try:
@@ -182,13 +198,21 @@ class ClusterMode:
     nodes: list[Any]
     start_agent: Callable[[Any], None]
 
-    api = Api()
-    apiserver: subprocess.Popen[bytes] | None = None
-    operator: subprocess.Popen[bytes] | None = None
+    _api: Api | None = None
 
     @property
     def cluster(self) -> bool:
         return bool(self.config.get("mode") == "cluster")
+
+    @property
+    def api(self) -> Api:
+        if self._api is None:
+            self._api = Api(self.config["api"])
+        return self._api
+
+    @property
+    def mgmt_prefix(self) -> str:
+        return str(self.config["api"]["mgmt_prefix"])
 
     def manifests(self, name: str) -> list[dict[str, Any]]:
         docs = (self.config.get("manifests") or {}).get(name)
@@ -199,61 +223,31 @@ class ClusterMode:
     # ------------------------------------------------------------ start-up
     def build_management_network(self) -> None:
         run("ip", "link", "add", MGMT_BRIDGE, "type", "bridge")
-        run("ip", "addr", "add", f"{API_ADDRESS}/24", "dev", MGMT_BRIDGE)
+        run("ip", "link", "set", UPLINK, "master", MGMT_BRIDGE, "up")
+        run("ip", "addr", "add", f"{self.mgmt_prefix}.253/24", "dev", MGMT_BRIDGE)
         run("ip", "link", "set", MGMT_BRIDGE, "up")
         for index, host in enumerate(self.nodes, start=1):
             run("ip", "link", "add", f"m-{host.name}", "type", "veth", "peer", "name", "mgmt",
                 "netns", host.name)
             run("ip", "link", "set", f"m-{host.name}", "master", MGMT_BRIDGE, "up")
-            run("ip", "-n", host.name, "addr", "add", f"10.78.0.{index}/24", "dev", "mgmt")
+            run("ip", "-n", host.name, "addr", "add", f"{self.mgmt_prefix}.{index}/24", "dev",
+                "mgmt")
             run("ip", "-n", host.name, "link", "set", "mgmt", "up")
+        self.wait_api(30.0)
 
-    def python_process(self, args: list[str], log_name: str) -> subprocess.Popen[bytes]:
-        env = {
-            "PATH": os.environ["PATH"],
-            "PYTHONDONTWRITEBYTECODE": "1",
-            "PYTHONPATH": self.config["project"],
-            "HOME": "/tmp",
-        }
-        return subprocess.Popen(
-            [self.config["python"], "-B", "-m", "controller", *args],
-            env=env, cwd="/tmp", stdin=subprocess.DEVNULL,
-            stdout=open(f"/mnt/lab/logs/{log_name}.log", "ab"),
-            stderr=subprocess.STDOUT,
-        )
-
-    def start_apiserver(self) -> None:
-        crds = os.path.join(self.config["project"], "crds")
-        self.apiserver = self.python_process(
-            ["apiserver", "--address", API_ADDRESS, "--port", str(API_PORT), "--crds", crds,
-             "--kubeconfig", KUBECONFIG], "apiserver")
-        deadline = time.time() + 90
+    def wait_api(self, timeout: float) -> None:
+        """Until the host's API server answers through the tap (the link takes a moment)."""
+        deadline = time.time() + timeout
         while True:
             try:
-                self.api.get("/version")
-                break
-            except (OSError, ApiError):
-                if self.apiserver.poll() is not None or time.time() > deadline:
-                    raise RuntimeError(
-                        "the API server did not start (logs/apiserver.log)") from None
+                if self.api.ready():
+                    return
+                raise OSError("/readyz is not ok yet")
+            except OSError as exc:
+                if time.time() > deadline:
+                    raise RuntimeError(f"the API server at {self.config['api']['server']} is "
+                                       f"not reachable from the lab: {exc}") from None
                 time.sleep(0.1)
-        with open(KUBECONFIG) as f:
-            text = f.read()
-        with open("/mnt/lab/kubeconfig", "w") as f:
-            f.write(text)
-
-    def register_nodes(self) -> None:
-        self.apply_documents([{"apiVersion": "v1", "kind": "Namespace",
-                               "metadata": {"name": "strongmesh-system"}}])
-        for index in range(1, len(self.nodes) + 1):
-            node = node_object(index, len(self.nodes))
-            self.api.apply({k: v for k, v in node.items() if k != "status"})
-            self.api.merge_status("Node", node["metadata"]["name"], node["status"])
-
-    def start_operator(self) -> None:
-        self.operator = self.python_process(
-            ["operator", "--kubeconfig", KUBECONFIG, "--status-interval", "0.5",
-             "--teardown-timeout", "120", "--resync-interval", "10"], "operator")
 
     def apply_documents(self, docs: list[dict[str, Any]]) -> list[str]:
         """Namespaces first (as kubectl users must), then the rest in file order."""
@@ -274,19 +268,19 @@ class ClusterMode:
             self.api.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
 
     def agent_input_args(self, host: Any) -> list[str]:
-        """How an agent gets its inputs: the API (cluster) or the shared policy file."""
+        """How an agent gets its inputs: the API (cluster, as its node's identity) or the
+        shared policy file."""
         if self.cluster:
-            return ["--kubeconfig", KUBECONFIG]
+            return ["--kubeconfig", str(self.config["api"]["agent_kubeconfigs"][host.name])]
         return ["--policy-file", str(getattr(self, "policy_file")),  # noqa: B009
                 "--status-file", host.status_file]
 
     def start_cluster(self) -> None:
-        """Management network, API server, Nodes, operator, agents, then the policy file."""
+        """Management network to the host's API server, agents, then the policy file (the
+        Nodes and the operator are there already: the host started them)."""
         self.build_management_network()
-        self.start_apiserver()
-        self.mark_event("api server")
-        self.register_nodes()
-        self.start_operator()
+        self.mark_event("api reachable")
+        self.ensure_namespace("strongmesh-system")
         for host in self.nodes:
             self.start_agent(host)
         self.wait_ipsecnodes(float(self.config.get("ready_timeout", 120)))
@@ -362,9 +356,8 @@ class ClusterMode:
         return True
 
     def check_control_plane(self) -> None:
-        for what, proc in (("API server", self.apiserver), ("operator", self.operator)):
-            if proc is not None and proc.poll() is not None:
-                raise RuntimeError(f"the {what} exited with {proc.returncode}")
+        """The control plane runs on the host, which reports an operator that died; here only
+        whether the API still answers matters, and every caller's API call tells that."""
 
     def cluster_status(self, name: str) -> dict[str, Any] | None:
         try:
@@ -379,31 +372,13 @@ class ClusterMode:
         return {o["metadata"]["name"]: o.get("status") or {} for o in items}
 
     def kubectl(self, *args: str) -> dict[str, Any]:
-        """Run kubectl against the lab API; where it is absent (config ``kubectl`` names no
-        file), ``strongmesh status`` stands in for ``get ipsecpolicies,ipsecnodes`` and the
-        API's JSON (which YAML readers read) for ``get KIND NAME -o yaml``."""
-        kubectl = str(self.config.get("kubectl", KUBECTL))
-        env = {"PATH": os.environ["PATH"], "HOME": "/tmp",
-               "PYTHONPATH": self.config["project"], "PYTHONDONTWRITEBYTECODE": "1"}
-        if kubectl and os.path.exists(kubectl):
-            argv, shown = [kubectl, "--kubeconfig", KUBECONFIG, *args], ["kubectl", *args]
-        elif list(args) == ["get", "ipsecpolicies,ipsecnodes"]:
-            argv = [self.config["python"], "-B", "-m", "controller", "status",
-                    "--kubeconfig", KUBECONFIG]
-            shown = ["strongmesh", "status"]
-        elif len(args) == 5 and args[0] == "get" and args[3:] == ("-o", "yaml"):
-            kind = {"ipsecpolicy": "IPsecPolicy", "ipsecnode": "IPsecNode"}.get(args[1], "")
-            obj = self.api.get_or_none(object_path(kind, args[2])) if kind else None
-            return {"command": f"GET {kind}/{args[2]} (kubectl absent; JSON is YAML)",
-                    "exit": 0 if obj is not None else 1,
-                    "stdout": json.dumps(obj, indent=2) + "\n" if obj is not None else "",
-                    "stderr": "" if obj is not None else "not found"}
-        else:
-            return {"command": " ".join(["kubectl", *args]), "exit": 127, "stdout": "",
-                    "stderr": f"kubectl not found at {kubectl!r}"}
-        result = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=60,
-                                check=False)
-        return {"command": " ".join(shown), "exit": result.returncode,
+        """Run kubectl (built with the control plane, same release) as the cluster's admin."""
+        api = self.config["api"]
+        env = {"PATH": os.environ["PATH"], "HOME": "/tmp"}
+        result = subprocess.run(
+            [str(api["kubectl"]), "--kubeconfig", str(api["admin_kubeconfig"]), *args],
+            capture_output=True, text=True, env=env, timeout=60, check=False)
+        return {"command": " ".join(["kubectl", *args]), "exit": result.returncode,
                 "stdout": result.stdout, "stderr": result.stderr}
 
     def collect_cluster(self) -> None:

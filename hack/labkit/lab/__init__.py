@@ -9,16 +9,19 @@ Inside, in order: filesystems, modules, switch ``sw0`` with ``node-1..N`` (10.77
 node (own mount namespace and /run, config from ``controller.strongswan.render_strongswan_conf``),
 then the control plane of the mode, wait until ready, a warm-up probe round (SAs are
 negotiated on demand), the ``main`` probe round, then the scenario's steps. Modes:
-``cluster`` (the default; ``cluster.py``): a management bridge ``mgmt0`` (10.78.0.254, the
-node namespaces join it as 10.78.0.i on a second link, never on the switch), ``strongmesh
-apiserver`` and ``strongmesh operator`` in the root namespace, a Node object per lab node
-(labels ``strongmesh.io/lab-index: "i"``, ``lab.strongmesh.io/group``: ``a``, ``b`` for the
-last node), one cluster-mode agent per node; once every agent wrote its IPsecNode the policy
-file is applied through the API, and ready means the policy's Ready condition is True for its
-generation as the API serves it; the report's ``policy_status`` is the policy's ``.status``
-as served (``policy_statuses``: every policy of the file by name) and ``kubectl`` holds
-what ``kubectl get ipsecpolicies,ipsecnodes`` and ``-o yaml``
-printed inside the lab (``strongmesh status`` where kubectl is absent). ``standalone``: one
+``cluster`` (the default; ``clusterhost.py`` on the host, ``cluster.py`` inside): a real
+kube-apiserver + etcd (``hack/control-plane``) and the operator run on the host, bound to a tap
+device that the lab's kernel bridges into a management network ``mgmt0`` (the node namespaces
+join it on a second link, never on the switch); the chart's CRDs, RBAC and admission policy
+are applied with kubectl, a Node object per lab node (labels ``strongmesh.io/lab-index:
+"i"``, ``lab.strongmesh.io/group``: ``a``, ``b`` for the last node), and one cluster-mode
+agent per node runs with its node's identity (the chart's agent ServiceAccount, token bound to
+the Node); once every agent wrote its IPsecNode the policy file is applied through the API,
+and ready means the policy's Ready condition is True for its generation as the API serves it;
+the report's ``policy_status`` is the policy's ``.status`` as served (``policy_statuses``:
+every policy of the file by name), ``control_plane`` the server's ``gitVersion`` and start
+time, and ``kubectl`` holds what ``kubectl get ipsecpolicies,ipsecnodes`` and ``-o yaml``
+printed (the kubectl built with the control plane). ``standalone``: one
 agent per node fed the policy file, ready = every status file shows the generations
 enforced. ``static``: hand-written PSK configs, a self-check of the lab.
 
