@@ -12,6 +12,7 @@ from typing import Protocol
 
 from controller.dataplane import NodeFacts
 from controller.models.node import IPsecNodeStatus
+from controller.models.peers import Peer
 from controller.models.policy import IPsecPolicy
 
 
@@ -26,6 +27,10 @@ class PolicyInput:
     deleting: bool = False
     # Problems found while reading the policy itself (an invalid body keeps the last good one).
     input_errors: tuple[str, ...] = ()
+    # The policy's peers (IPsecPeerSlices in cluster mode; the file in standalone mode). Peers
+    # are facts about other nodes, not part of the policy: they follow the inputs even while
+    # the node keeps enforcing an older generation.
+    peers: tuple[Peer, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -17,18 +17,28 @@ from datetime import UTC, datetime
 from typing import Protocol
 
 from controller.agent.interfaces import AgentInputs
+from controller.agent.peering import (
+    Attempts,
+    TerminationGate,
+    installed,
+    plan_initiations,
+    unwanted_ike_sas,
+)
 from controller.agent.state import CredentialCheck, GoodPolicy, Resolution, resolve
 from controller.dataplane import NodeCredentials, NodeFacts, node_address_for, reqid_for
-from controller.models.node import IPsecNodeStatus, SecurityAssociation
-from controller.models.policy import CertificateExpiry, IPsecPolicySpec
+from controller.models.node import EnforcedPolicy, IPsecNodeStatus, SecurityAssociation
+from controller.models.policy import CertificateExpiry
 from controller.strongswan import (
     ActualCharon,
     CharonPlan,
+    CharonPolicy,
     DesiredCharon,
+    conn_name,
     plan_changes,
     render_charon,
 )
 from controller.xfrm import (
+    ProtectEntry,
     XfrmApplyError,
     XfrmPlan,
     XfrmPolicy,
@@ -48,6 +58,8 @@ class CharonPort(Protocol):
     def read_actual(self) -> ActualCharon: ...
     def apply(self, plan: CharonPlan) -> None: ...
     def list_sas(self) -> list[SecurityAssociation]: ...
+    def initiate(self, connection: str) -> None: ...
+    def terminate_ike(self, ike_id: str) -> None: ...
     def charon_id(self) -> str: ...
     def close(self) -> None: ...
 
@@ -70,34 +82,48 @@ class DesiredNode:
     charon: DesiredCharon
     xfrm: frozenset[XfrmPolicy]
     acq_expires: int | None
-    reqids: Mapping[str, int]
+    reqids: Mapping[str, tuple[int, int]]
     identity: str
     problems: Mapping[str, str] = field(default_factory=dict)
 
 
-def assign_reqids(names: Sequence[str]) -> dict[str, int]:
-    """reqid per policy, assigned in name order so every pass (and restart) agrees."""
+PEERS_SUFFIX = "#peers"  # never part of a policy name
+
+
+def assign_reqids(names: Sequence[str]) -> dict[str, tuple[int, int]]:
+    """Per policy (catch-all reqid, per-peer reqid), assigned in name order so every pass (and
+    restart) agrees."""
     taken: list[int] = []
     result = {}
     for name in sorted(names):
-        reqid = reqid_for(name, taken)
-        taken.append(reqid)
-        result[name] = reqid
+        pair = []
+        for key in (name, name + PEERS_SUFFIX):
+            reqid = reqid_for(key, taken)
+            taken.append(reqid)
+            pair.append(reqid)
+        result[name] = (pair[0], pair[1])
     return result
 
 
 def desired_state(enforce: Sequence[GoodPolicy], node: NodeFacts) -> DesiredNode:
     """The desired charon and kernel state of the node. Pure."""
     reqids = assign_reqids([g.name for g in enforce])
-    charon = render_charon([(g.policy, g.credentials, reqids[g.name]) for g in enforce], node)
+    charon = render_charon(
+        [CharonPolicy(g.policy, g.credentials, *reqids[g.name], g.peers) for g in enforce], node
+    )
     problems = dict(charon.problems)
-    by_address: dict[str, list[tuple[IPsecPolicySpec, int]]] = {}
+    peers: dict[str, list[str]] = {}
+    for link in charon.links:
+        peers.setdefault(link.policy, []).append(link.address)
+    by_address: dict[str, list[ProtectEntry]] = {}
     for g in enforce:
         if g.name in problems:
             continue
         address = node_address_for(g.policy.spec, node)
         if address is not None:
-            by_address.setdefault(address, []).append((g.policy.spec, reqids[g.name]))
+            by_address.setdefault(address, []).append(ProtectEntry(
+                g.policy.spec, *reqids[g.name], peers=tuple(peers.get(g.name, ())),
+            ))
     policies: set[XfrmPolicy] = set()
     for address, entries in by_address.items():
         others = [a for a in node.addresses if a != address]
@@ -151,6 +177,7 @@ class Reconciler:
         xfrm: XfrmPort,
         check_credentials: CredentialCheck = validation_credential_check,
         plan_charon: Callable[[DesiredCharon, ActualCharon], CharonPlan] = plan_changes,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._charon_factory = charon_factory
         self._charon: CharonPort | None = None
@@ -160,6 +187,9 @@ class Reconciler:
         self.last_good: Mapping[str, GoodPolicy] = {}
         self.charon_id: str | None = None
         self._stale_candidates: frozenset[tuple[str, str, int]] = frozenset()
+        self._attempts: Mapping[str, Attempts] = {}
+        self._termination = TerminationGate()
+        self._clock = clock
 
     def close(self) -> None:
         """Drop connections only; the node keeps everything it enforces."""
@@ -182,7 +212,7 @@ class Reconciler:
         charon_changed, charon_ok, sas, stale = self._apply_charon(desired, errors, hold)
 
         policies = [
-            p if p.name not in desired.problems
+            _with_peers(p, desired, sas) if p.name not in desired.problems
             else p.model_copy(update={"enforcing": False, "message": desired.problems[p.name]})
             for p in resolution.policies
         ]
@@ -240,11 +270,36 @@ class Reconciler:
                 charon.apply(plan)
             states = self._xfrm.read_states()
             sas = charon.list_sas()
+            if not hold:
+                self._negotiate(charon, desired, sas)
         except Exception as exc:  # charon down, restarting, or refusing: retry soon
             errors.append(f"charon: {type(exc).__name__}: {exc}")
             self.close()
             return False, False, [], 0
         return changed, True, sas, 0 if hold else self._remove_stale(states, sas)
+
+    def _negotiate(
+        self, charon: CharonPort, desired: DesiredNode, sas: list[SecurityAssociation]
+    ) -> None:
+        """Initiate the connections this node is the initiator of and that lack an SA; close
+        the IKE_SAs that should not exist (``controller.agent.peering``)."""
+        links = desired.charon.links
+        plan = plan_initiations(links, sas, self._attempts, self._clock())
+        self._attempts = plan.attempts
+        for connection in plan.initiate:
+            log.info("initiating %s", connection)
+            try:
+                charon.initiate(connection)
+            except Exception as exc:  # refused now; the back-off retries it
+                log.warning("initiating %s failed: %s", connection, exc)
+        catchall = {conn_name(name): name for name in desired.charon.addresses}
+        for ike_id in sorted(self._termination.confirm(unwanted_ike_sas(sas, links, catchall))):
+            log.info("closing IKE_SA #%s: a duplicate, or superseded by a per-peer connection",
+                     ike_id)
+            try:
+                charon.terminate_ike(ike_id)
+            except Exception as exc:
+                log.warning("closing IKE_SA #%s failed: %s", ike_id, exc)
 
     def _remove_stale(self, states: list[XfrmState], sas: list[SecurityAssociation]) -> int:
         """Delete owned SAs charon does not know, once they were stale on two passes in a row."""
@@ -266,6 +321,20 @@ class Reconciler:
         if self._charon is None:
             self._charon = self._charon_factory()
         return self._charon
+
+def _with_peers(
+    entry: EnforcedPolicy, desired: DesiredNode, sas: Sequence[SecurityAssociation]
+) -> EnforcedPolicy:
+    """The policy's status row with its address and how many expected peers have an SA."""
+    links = [link for link in desired.charon.links if link.policy == entry.name]
+    missing = sorted(link.peer for link in links if not installed(sas, link.connection))
+    return entry.model_copy(update={
+        "address": desired.charon.addresses.get(entry.name, ""),
+        "expected_peers": len(links),
+        "established_peers": len(links) - len(missing),
+        "missing_peers": missing,
+    })
+
 
 def _describe_plan(plan: CharonPlan) -> str:
     """Connection names and credential counts only: a plan holds private keys, never logged."""

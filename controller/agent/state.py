@@ -9,11 +9,12 @@ longer selects the node, or deleted) is dropped, which is what tears its state d
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from controller.agent.interfaces import AgentInputs, PolicyInput
 from controller.dataplane import NodeCredentials, NodeFacts, node_address_for
 from controller.models.node import EnforcedPolicy
+from controller.models.peers import Peer
 from controller.models.policy import CertificateExpiry, IPsecPolicy
 
 # (secret data, expiry thresholds) -> (credentials or None, problems, warnings)
@@ -29,6 +30,7 @@ class GoodPolicy:
     policy: IPsecPolicy
     generation: int
     credentials: NodeCredentials
+    peers: tuple[Peer, ...] = ()  # as the latest inputs list them
 
     @property
     def name(self) -> str:
@@ -89,7 +91,7 @@ def resolve(
         problems, creds, notes = _check(item, check_credentials)
         warnings.extend(f"policy {name}: {n}" for n in notes)
         if creds is not None:
-            entry = GoodPolicy(item.policy, item.generation, creds)
+            entry = GoodPolicy(item.policy, item.generation, creds, item.peers)
             good[name] = entry
             enforce.append(entry)
             statuses.append(EnforcedPolicy(name=name, generation=item.generation))
@@ -98,6 +100,7 @@ def resolve(
         errors.append(f"policy {name} generation {item.generation}: {message}")
         previous = last_good.get(name)
         if previous is not None:
+            previous = replace(previous, peers=item.peers)
             good[name] = previous
             enforce.append(previous)
             statuses.append(

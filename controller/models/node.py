@@ -36,12 +36,30 @@ class EnforcedPolicy(ApiModel):
         default=True, description="False when the latest generation could not be applied."
     )
     message: str = Field(default="", description="Why the latest generation is not enforced.")
+    address: str = Field(
+        default="",
+        description="The node address this policy protects; empty when the node has no "
+        "connection for it (then it is nobody's peer).",
+    )
+    expected_peers: int = Field(
+        default=0, description="Peers the node should hold an SA with (from IPsecPeerSlices)."
+    )
+    established_peers: int = Field(
+        default=0, description="Expected peers with an installed CHILD_SA."
+    )
+    missing_peers: list[str] = Field(
+        default_factory=list, description="Expected peers without an installed CHILD_SA."
+    )
 
 
 class SecurityAssociation(ApiModel):
     """One CHILD_SA (with its IKE_SA's facts) as charon reports it."""
 
     policy: str = Field(description="IPsecPolicy the SA belongs to.")
+    connection: str = Field(
+        default="", description="charon connection: one per peer, or the policy's catch-all."
+    )
+    ike_id: str = Field(default="", description="charon's unique id of the IKE_SA.")
     peer: str = Field(description="Peer address.")
     peer_identity: str = Field(default="", description="Peer's IKE identity.")
     ike_state: str = Field(default="", description="IKE_SA state, e.g. ESTABLISHED.")

@@ -170,6 +170,10 @@ class PolicyNodeStatus(ApiModel):
         default=0, alias="establishedSAs", description="CHILD_SAs established on the node."
     )
     peers: list[str] = Field(default_factory=list, description="Peers with an established SA.")
+    expected_peers: int = Field(default=0, description="Peers the node should hold an SA with.")
+    established_peers: int = Field(
+        default=0, description="Of those, peers with an installed CHILD_SA."
+    )
     last_change: str | None = Field(
         default=None,
         description="When this row last changed (RFC 3339).",

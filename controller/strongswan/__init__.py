@@ -14,7 +14,9 @@ from controller.strongswan.conf import DEFAULT_PLUGINS, render_strongswan_conf
 from controller.strongswan.diff import ActualCharon, CharonPlan, conn_fingerprint, plan_changes
 from controller.strongswan.render import (
     CONN_PREFIX,
+    CharonPolicy,
     DesiredCharon,
+    PeerLink,
     cert_name,
     conn_name,
     key_id,
@@ -28,7 +30,9 @@ __all__ = [
     "DEFAULT_PLUGINS",
     "ActualCharon",
     "CharonPlan",
+    "CharonPolicy",
     "DesiredCharon",
+    "PeerLink",
     "cert_name",
     "conn_fingerprint",
     "conn_name",

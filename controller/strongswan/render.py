@@ -1,10 +1,18 @@
-"""Render what charon should hold: one VICI connection per policy, plus the credentials behind it.
+"""Render what charon should hold: per policy a catch-all connection and one connection per
+known peer, plus the credentials behind them.
 
-The model is the PCF add-on's: per IPsecPolicy one transport-mode connection from the node's
-address to the policy's ``ipsecSubnets``; the child is a trap (``start_action = trap``) so SAs
-are negotiated on demand, with any peer proving a certificate from the policy's CA bundle.
-strongmesh owns every xfrm policy (``controller.xfrm``), so the child says ``policies = no`` and
-carries a fixed reqid that the kernel's ACQUIREs (from our policies' templates) point at.
+- The catch-all is the PCF add-on's model: one transport-mode connection from the node's
+  address to the policy's ``ipsecSubnets``, a trap child (``start_action = trap``) so that SAs
+  are negotiated on demand with any peer proving a certificate from the policy's CA bundle. It
+  is the safety net for peers the node does not know yet.
+- Each peer from the policy's IPsecPeerSlices gets a connection of its own (``sm-<policy>@<node>``,
+  exactly that peer's address and /32), which the agent initiates itself when this node has the
+  lower address (``controller.agent.peering``); it has no trap, so the peer's first packet never
+  makes both ends initiate at once.
+
+strongmesh owns every xfrm policy (``controller.xfrm``), so children say ``policies = no`` and
+carry fixed reqids: the catch-all's, which its kernel policies' ACQUIREs point at (and its
+trap answers), and one shared by the per-peer children, which no trap answers.
 
 Everything here is pure: the output is plain dicts in the shape ``load-conn`` takes, and bytes.
 Certificates are sent to charon as DER blobs inside the connection (``certs``/``cacerts`` are
@@ -28,11 +36,35 @@ from cryptography.hazmat.primitives import serialization
 
 from controller.dataplane import NodeCredentials, NodeFacts, node_address_for
 from controller.models.common import duration_seconds
+from controller.models.peers import Peer
 from controller.models.policy import IPsecPolicy, IPsecPolicySpec
 
 CONN_PREFIX = "sm-"
+PEER_SEPARATOR = "@"  # cannot appear in a Kubernetes object name
 CERT_PREFIX = "sm-cert-"
 AUTHORITY_PREFIX = "sm-ca-"
+
+
+@dataclass(frozen=True)
+class PeerLink:
+    """One per-peer connection the node holds for a policy."""
+
+    policy: str
+    peer: str  # node name
+    address: str  # the peer's address
+    local: str  # this node's address
+    connection: str  # charon connection (and child) name
+
+
+@dataclass(frozen=True)
+class CharonPolicy:
+    """One policy the node enforces, with what its connections need."""
+
+    policy: IPsecPolicy
+    credentials: NodeCredentials
+    reqid: int  # the catch-all's: ACQUIREs of the subnet-wide kernel policies
+    peer_reqid: int = 0  # the per-peer children's (0: none rendered)
+    peers: tuple[Peer, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -49,16 +81,25 @@ class DesiredCharon:
     authorities: Mapping[str, bytes] = field(default_factory=dict)
     # policy name -> why it got no connection on this node (reported, never raised)
     problems: Mapping[str, str] = field(default_factory=dict)
+    # the per-peer connections, for initiation and status
+    links: tuple[PeerLink, ...] = ()
+    # policy name -> the node address its connections use
+    addresses: Mapping[str, str] = field(default_factory=dict)
 
 
-def conn_name(policy_name: str) -> str:
-    """The connection (and child) name of a policy: unloading by name is then deterministic."""
-    return f"{CONN_PREFIX}{policy_name}"
+def conn_name(policy_name: str, peer: str | None = None) -> str:
+    """The connection (and child) name of a policy's catch-all, or of its connection to
+    ``peer`` (a node name): unloading by name is then deterministic."""
+    if peer is None:
+        return f"{CONN_PREFIX}{policy_name}"
+    return f"{CONN_PREFIX}{policy_name}{PEER_SEPARATOR}{peer}"
 
 
 def policy_of_conn(name: str) -> str | None:
     """The policy a connection belongs to, or None when the connection is not strongmesh's."""
-    return name[len(CONN_PREFIX) :] if name.startswith(CONN_PREFIX) else None
+    if not name.startswith(CONN_PREFIX):
+        return None
+    return name[len(CONN_PREFIX) :].split(PEER_SEPARATOR, 1)[0]
 
 
 def _digest(der: bytes) -> str:
@@ -143,30 +184,39 @@ def _host_prefix(address: str) -> str:
 
 
 def render_connection(
-    spec: IPsecPolicySpec, name: str, address: str, cert: bytes, cas: Sequence[bytes], reqid: int
+    spec: IPsecPolicySpec, name: str, address: str, cert: bytes, cas: Sequence[bytes], reqid: int,
+    peer: Peer | None = None,
 ) -> dict[str, Any]:
-    """The load-conn body of one policy's connection (option names as in swanctl.conf 5.9.8).
+    """The load-conn body of a policy's catch-all connection, or of its connection to ``peer``
+    (option names as in swanctl.conf 5.9.8).
 
     ``local.id`` is deliberately left out: charon then uses the certificate's exact subject DN
     ("id not specified, defaulting to cert subject"), which no DN string formatting can get
-    wrong. ``send_cert = always`` because peers never hold each other's certificates.
+    wrong. ``send_cert = always`` because peers never hold each other's certificates. A peer's
+    connection has no trap and no start action: the agent initiates it (or waits for the peer
+    to), and charon prefers it for that peer's IKE_SA_INIT because its address matches exactly.
     """
-    subnets = [str(ipaddress.ip_network(s, strict=False)) for s in spec.ipsec_subnets]
+    if peer is None:
+        remote = [str(ipaddress.ip_network(s, strict=False)) for s in spec.ipsec_subnets]
+        start_action = "trap"
+    else:
+        remote = [_host_prefix(peer.address)]
+        start_action = "none"
     child: dict[str, Any] = {
         "mode": "transport",
-        "start_action": "trap",
+        "start_action": start_action,
         "policies": "no",
         "reqid": str(reqid),
         "esp_proposals": proposals(spec.esp.proposals),
         "rekey_time": _seconds(spec.esp.rekey_time),
         "dpd_action": spec.ike.dpd_action,
         "local_ts": [_host_prefix(address)],
-        "remote_ts": subnets,
+        "remote_ts": remote,
     }
     return {
         "version": str(spec.ike.version),
         "local_addrs": [address],
-        "remote_addrs": subnets,
+        "remote_addrs": [peer.address] if peer is not None else remote,
         "proposals": proposals(spec.ike.proposals),
         "rekey_time": _seconds(spec.ike.rekey_time),
         "dpd_delay": _seconds(spec.ike.dpd_delay),
@@ -179,23 +229,24 @@ def render_connection(
     }
 
 
-def render_charon(
-    policies: Sequence[tuple[IPsecPolicy, NodeCredentials, int]], node: NodeFacts
-) -> DesiredCharon:
-    """Desired charon state for the policies selecting this node, each with (creds, reqid).
+def render_charon(policies: Sequence[CharonPolicy], node: NodeFacts) -> DesiredCharon:
+    """Desired charon state for the policies selecting this node.
 
     A policy whose node address is outside its ipsecSubnets, whose mode is not Transport, or
     whose credentials do not parse gets no connection; the reason lands in ``problems`` so the
-    agent can report it while the other policies proceed.
+    agent can report it while the other policies proceed. Peers at the node's own address or
+    in another address family get no connection.
     """
     connections: dict[str, Mapping[str, Any]] = {}
     certs: dict[str, bytes] = {}
     keys: dict[str, bytes] = {}
     authorities: dict[str, bytes] = {}
     problems: dict[str, str] = {}
-    for policy, creds, reqid in sorted(policies, key=lambda item: item[0].metadata.name):
-        pname = policy.metadata.name
-        spec = policy.spec
+    links: list[PeerLink] = []
+    addresses: dict[str, str] = {}
+    for item in sorted(policies, key=lambda item: item.policy.metadata.name):
+        pname = item.policy.metadata.name
+        spec = item.policy.spec
         if spec.mode != "Transport":
             problems[pname] = f"mode {spec.mode} is not supported yet (Transport only)"
             continue
@@ -204,12 +255,22 @@ def render_charon(
             problems[pname] = f"node {node.name} has no address inside ipsecSubnets"
             continue
         try:
-            parsed = _parse_credentials(creds)
+            parsed = _parse_credentials(item.credentials)
         except (ValueError, TypeError) as exc:  # bad PEM, encrypted or unsupported key
             problems[pname] = f"credentials unusable: {exc}"
             continue
+        addresses[pname] = address
         name = conn_name(pname)
-        connections[name] = render_connection(spec, name, address, parsed.cert, parsed.cas, reqid)
+        connections[name] = render_connection(
+            spec, name, address, parsed.cert, parsed.cas, item.reqid)
+        if item.peer_reqid:
+            for peer in sorted(item.peers, key=lambda p: p.node):
+                if not _peer_usable(address, peer, node.name):
+                    continue
+                name = conn_name(pname, peer.node)
+                connections[name] = render_connection(
+                    spec, name, address, parsed.cert, parsed.cas, item.peer_reqid, peer)
+                links.append(PeerLink(pname, peer.node, peer.address, address, name))
         for der in (parsed.cert, *parsed.chain):
             certs[cert_name(der)] = der
         keys[parsed.key_id] = parsed.key
@@ -221,4 +282,15 @@ def render_charon(
         keys=keys,
         authorities=authorities,
         problems=problems,
+        links=tuple(links),
+        addresses=addresses,
     )
+
+
+def _peer_usable(address: str, peer: Peer, node_name: str) -> bool:
+    if peer.node == node_name or peer.address == address:
+        return False
+    try:
+        return ipaddress.ip_address(peer.address).version == ipaddress.ip_address(address).version
+    except ValueError:
+        return False

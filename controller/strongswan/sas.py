@@ -51,10 +51,12 @@ def ike_algorithms(ike: Mapping[str, Any]) -> str:
 
 
 def _record(
-    policy: str, ike: Mapping[str, Any], child: Mapping[str, Any] | None
+    policy: str, connection: str, ike: Mapping[str, Any], child: Mapping[str, Any] | None
 ) -> SecurityAssociation:
     common: dict[str, Any] = {
         "policy": policy,
+        "connection": connection,
+        "ike_id": _text(ike, "uniqueid"),
         "peer": _text(ike, "remote-host"),
         "peer_identity": _text(ike, "remote-id"),
         "ike_state": _text(ike, "state"),
@@ -103,7 +105,7 @@ def parse_sas(events: Iterable[Mapping[str, Any]]) -> list[SecurityAssociation]:
                 if isinstance(c, Mapping) and policy_of_conn(_text(c, "name")) is not None
             ]
             if not ours:
-                records.append(_record(policy, ike, None))
-            records.extend(_record(policy, ike, child) for child in ours)
+                records.append(_record(policy, ike_name, ike, None))
+            records.extend(_record(policy, ike_name, ike, child) for child in ours)
     records.sort(key=lambda r: (r.policy, r.peer, r.spi_in, r.state))
     return records

@@ -255,6 +255,29 @@ class Charon:
 
     # -- writing ----------------------------------------------------------------------------
 
+    def initiate(self, connection: str) -> None:
+        """Start negotiating the connection's CHILD_SA (and IKE_SA) without waiting for it:
+        the outcome shows in ``list_sas`` and in charon's events."""
+
+        def start(session: Any) -> None:
+            for _ in session.initiate({"child": connection, "ike": connection, "timeout": "-1"}):
+                pass
+
+        self._call(f"initiate {connection}", start)
+
+    def terminate_ike(self, ike_id: str) -> None:
+        """Close one IKE_SA (with its CHILD_SAs) without waiting for the peer's answer."""
+
+        def close(session: Any) -> None:
+            try:
+                for _ in session.terminate({"ike-id": ike_id, "timeout": "-1"}):
+                    pass
+            except CommandException as exc:  # gone meanwhile: nothing to do
+                if "no matching" not in str(exc):
+                    raise
+
+        self._call(f"terminate ike {ike_id}", close)
+
     def apply(self, plan: CharonPlan) -> None:
         """Perform ``plan`` step by step; a failing step does not stop the independent ones.
 

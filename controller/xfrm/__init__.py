@@ -13,12 +13,13 @@ holds whatever charon does: Required traffic without an SA is dropped (and the k
 one), also while charon is down or restarting.
 """
 
-from controller.xfrm.desired import acq_expires_for, desired_policies
+from controller.xfrm.desired import ProtectEntry, acq_expires_for, desired_policies
 from controller.xfrm.diff import plan_policies, stale_states
 from controller.xfrm.kernel import Xfrm, XfrmApplyError
 from controller.xfrm.model import XfrmPlan, XfrmPolicy, XfrmState, XfrmTemplate
 
 __all__ = [
+    "ProtectEntry",
     "Xfrm",
     "XfrmApplyError",
     "XfrmPlan",

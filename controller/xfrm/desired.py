@@ -5,6 +5,12 @@ Per policy P (reqid R, node address A), for every ipsecSubnet S of A's family:
   protect  in   src S dst A/32   (same template)
 with L = required (Required: no SA, no traffic; the kernel drops and sends an ACQUIRE) or
 use (Optional: cleartext while no SA exists, ESP as soon as charon made one after the ACQUIRE).
+For every known peer Q of P (its own charon connection, reqid R' shared by P's peers):
+  protect  out  src A/32 dst Q/32   tmpl esp transport reqid R' level L
+  protect  in   src Q/32 dst A/32
+which outrank the subnet-wide pair (more specific, see below), so the peer's traffic uses the
+per-peer SA and its ACQUIREs point at R', which no trap answers: no peer's first packet makes
+this node initiate (the lower address of the pair does that, proactively).
 For every noIpsecSubnet N: bypass (action allow, no template) out A->N and in N->A; plus A<->A
 (and the node's other local addresses) so that the node's own traffic never needs an SA, and for
 IPv6 neighbour discovery, which must work before any SA can exist.
@@ -18,6 +24,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Collection, Sequence
+from dataclasses import dataclass
 from typing import TypeAlias
 
 from controller.dataplane import BYPASS_BASE, PROTECT_BASE
@@ -35,6 +42,16 @@ Network: TypeAlias = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 # ICMPv6 neighbour solicitation / advertisement (in a selector, the ICMP type is the "sport").
 ND_TYPES = (135, 136)
+
+
+@dataclass(frozen=True)
+class ProtectEntry:
+    """One policy selecting the node: its spec, the catch-all reqid and its known peers."""
+
+    spec: IPsecPolicySpec
+    reqid: int
+    peer_reqid: int = 0
+    peers: tuple[str, ...] = ()  # peer addresses with a connection of their own
 
 
 def priority_in_band(base: int, remote: Network) -> int:
@@ -87,16 +104,16 @@ def _rank(policy: XfrmPolicy, order: int) -> tuple[int, int, int]:
 
 
 def desired_policies(
-    entries: Sequence[tuple[IPsecPolicySpec, int]],
+    entries: Sequence[ProtectEntry],
     node_address: str,
     *,
     local_addresses: Collection[str] = (),
 ) -> frozenset[XfrmPolicy]:
     """Every xfrm policy the node needs for the policies selecting it.
 
-    ``entries``: (spec, reqid) for each policy selecting the node, in the agent's name order
-    (it decides who wins a clash, see :func:`_rank`). ``local_addresses``: the node's other
-    addresses, bypassed like the node address itself (traffic between them stays local).
+    ``entries``: one per policy selecting the node, in the agent's name order (it decides who
+    wins a clash, see :func:`_rank`). ``local_addresses``: the node's other addresses, bypassed
+    like the node address itself (traffic between them stays local).
     """
     address = ipaddress.ip_address(node_address)
     host = ipaddress.ip_network(address)
@@ -117,12 +134,20 @@ def desired_policies(
             for policy in _neighbour_discovery():
                 offer(policy, -1)
 
-    for order, (spec, reqid) in enumerate(entries):
+    for order, entry in enumerate(entries):
+        spec = entry.spec
         level: Level = "required" if spec.enforcement == "Required" else "use"
-        template = (XfrmTemplate(reqid=reqid, level=level),)
-        for subnet in _networks(spec.ipsec_subnets, address.version):
+        template = (XfrmTemplate(reqid=entry.reqid, level=level),)
+        subnets = _networks(spec.ipsec_subnets, address.version)
+        for subnet in subnets:
             for policy in _pair(host, subnet, PROTECT_BASE, template):
                 offer(policy, order)
+        if entry.peer_reqid:
+            peer_template = (XfrmTemplate(reqid=entry.peer_reqid, level=level),)
+            for peer in _networks(entry.peers, address.version):
+                if peer != host and any(peer.network_address in s for s in subnets):
+                    for policy in _pair(host, peer, PROTECT_BASE, peer_template):
+                        offer(policy, order)
         for subnet in _networks(spec.no_ipsec_subnets, address.version):
             for policy in _pair(host, subnet, BYPASS_BASE):
                 offer(policy, order)

@@ -21,7 +21,7 @@ from controller.models.node import SecurityAssociation
 from controller.models.policy import IPsecPolicy
 from controller.strongswan.conf import DEFAULT_PLUGINS
 from controller.strongswan.diff import plan_changes
-from controller.strongswan.render import DesiredCharon, render_charon
+from controller.strongswan.render import CharonPolicy, DesiredCharon, render_charon
 from controller.strongswan.vici_client import STATE_FILE_NAME, Charon, CharonApplyError
 from tests.certs import make_ca, make_cert
 from tests.charon import (
@@ -56,7 +56,7 @@ def desired(
     for p in sorted(policies, key=lambda p: p.metadata.name):
         reqid = reqid_for(p.metadata.name, taken)
         taken.append(reqid)
-        items.append((p, creds, reqid))
+        items.append(CharonPolicy(p, creds, reqid))
     want = render_charon(items, node)
     assert want.problems == {}
     return want

@@ -28,6 +28,7 @@ import pytest
 from controller.dataplane import reqid_for
 from controller.models.policy import IPsecPolicySpec
 from controller.xfrm import (
+    ProtectEntry,
     Xfrm,
     XfrmApplyError,
     XfrmPlan,
@@ -147,7 +148,7 @@ def _spec(enforcement: str = "Required", **extra: object) -> IPsecPolicySpec:
 
 
 def _reconcile(lab: Lab, spec: IPsecPolicySpec | None) -> None:
-    desired = desired_policies([(spec, REQID)] if spec else [], NODE)
+    desired = desired_policies([ProtectEntry(spec, REQID)] if spec else [], NODE)
     lab.xfrm.apply(plan_policies(desired, lab.xfrm.read_policies()))
 
 
@@ -181,7 +182,7 @@ def test_nodes_own_traffic_is_bypassed_even_where_loopback_does_xfrm(lab: Lab) -
     with network_namespace(lab.a):
         for knob in ("disable_xfrm", "disable_policy"):
             Path(f"/proc/sys/net/ipv4/conf/lo/{knob}").write_text("0")
-    desired = desired_policies([(_spec("Required"), REQID)], NODE)
+    desired = desired_policies([ProtectEntry(_spec("Required"), REQID)], NODE)
     without_self = frozenset(p for p in desired if p.src != p.dst)
     lab.xfrm.apply(plan_policies(without_self, lab.xfrm.read_policies()))
     assert not lab.udp_delivered(lab.a, NODE, lab.a, NODE)  # control: protect would block
@@ -221,7 +222,7 @@ def test_switching_optional_to_required_updates_in_place_and_closes(lab: Lab) ->
     _reconcile(lab, _spec("Optional"))
     indexes = {p.key: p.index for p in lab.xfrm.read_policies()}
     plan = plan_policies(
-        desired_policies([(_spec("Required"), REQID)], NODE), lab.xfrm.read_policies()
+        desired_policies([ProtectEntry(_spec("Required"), REQID)], NODE), lab.xfrm.read_policies()
     )
     assert plan.add == ()
     assert plan.delete == ()
@@ -235,7 +236,7 @@ def test_switching_optional_to_required_updates_in_place_and_closes(lab: Lab) ->
 
 def test_reconcile_with_nothing_to_change_plans_nothing(lab: Lab) -> None:
     _reconcile(lab, _spec("Required"))
-    desired = desired_policies([(_spec("Required"), REQID)], NODE)
+    desired = desired_policies([ProtectEntry(_spec("Required"), REQID)], NODE)
     assert plan_policies(desired, lab.xfrm.read_policies()).empty
 
 
@@ -287,7 +288,8 @@ def test_foreign_policy_holding_our_key_is_reported_not_overwritten(lab: Lab) ->
     assert "priority 100" in listing
     assert "tmpl" not in listing
     # Everything else was applied: the inbound protect policy and the bypasses are in.
-    assert len(lab.xfrm.read_policies()) == len(desired_policies([(_spec(), REQID)], NODE)) - 1
+    desired = desired_policies([ProtectEntry(_spec(), REQID)], NODE)
+    assert len(lab.xfrm.read_policies()) == len(desired) - 1
 
 
 def test_a_plan_touching_a_foreign_policy_is_refused(lab: Lab) -> None:
@@ -478,7 +480,7 @@ def _peer_resolves_node(lab: Lab) -> str:
 def test_ipv6_neighbour_discovery_works_under_required(lab: Lab) -> None:
     _enable_ipv6(lab)
     spec = _spec("Required", ipsecSubnets=["fd99::/64"], noIpsecSubnets=[])
-    desired = desired_policies([(spec, REQID)], NODE6)
+    desired = desired_policies([ProtectEntry(spec, REQID)], NODE6)
     without_nd = frozenset(p for p in desired if not p.proto)
     lab.xfrm.apply(plan_policies(without_nd, lab.xfrm.read_policies()))
     assert "REACHABLE" not in _peer_resolves_node(lab)  # control: the node's NA is dropped

@@ -115,7 +115,8 @@ async def test_reporter_writes_camelcase_status_atomically(tmp_path: Path) -> No
     assert data["identity"] == "CN=node"
     assert data["status"]["lastHeartbeat"] == "2026-01-01T00:00:00Z"
     assert data["status"]["policies"] == [
-        {"name": "mesh", "generation": 2, "enforcing": True, "message": ""}
+        {"name": "mesh", "generation": 2, "enforcing": True, "message": "", "address": "",
+         "expectedPeers": 0, "establishedPeers": 0, "missingPeers": []}
     ]
     assert [p.name for p in tmp_path.iterdir()] == ["status.json"]
 

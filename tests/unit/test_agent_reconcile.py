@@ -10,6 +10,7 @@ from controller.agent.interfaces import AgentInputs, PolicyInput
 from controller.agent.reconcile import Reconciler, assign_reqids
 from controller.dataplane import REQID_BASE, NodeFacts
 from controller.models.node import SecurityAssociation
+from controller.models.peers import Peer
 from controller.models.policy import IPsecPolicy
 from controller.strongswan.diff import ActualCharon, CharonPlan
 from controller.xfrm import XfrmPlan, XfrmPolicy, XfrmState
@@ -66,6 +67,8 @@ class FakeCharon:
         self.authorities: set[str] = set()
         self.plans: list[CharonPlan] = []
         self.sas: list[SecurityAssociation] = []
+        self.initiated: list[str] = []
+        self.terminated: list[str] = []
         self.down = False
 
     def restart(self) -> None:
@@ -104,6 +107,17 @@ class FakeCharon:
     def list_sas(self) -> list[SecurityAssociation]:
         self._up()
         return list(self.sas)
+
+    def initiate(self, connection: str) -> None:
+        self._up()
+        if connection not in self.conns:
+            raise RuntimeError(f"no config named '{connection}'")  # as charon refuses it
+        self.initiated.append(connection)
+
+    def terminate_ike(self, ike_id: str) -> None:
+        self._up()
+        self.terminated.append(ike_id)
+        self.sas = [sa for sa in self.sas if sa.ike_id != ike_id]
 
     def charon_id(self) -> str:
         self._up()
@@ -226,7 +240,7 @@ def test_optional_enforcement_installs_use_templates(world: World) -> None:
 def test_stale_states_are_removed_only_when_stale_on_two_passes(world: World) -> None:
     charon, xfrm, rec = world
     rec.run_pass(inputs(policy()))
-    reqid = assign_reqids(["mesh"])["mesh"]
+    reqid, _ = assign_reqids(["mesh"])["mesh"]
     live = XfrmState("10.77.0.1", "10.77.0.2", 0x1111, reqid)
     stale = XfrmState("10.77.0.1", "10.77.0.3", 0x2222, reqid)
     foreign = XfrmState("10.77.0.1", "10.77.0.4", 0x3333, 7)
@@ -257,8 +271,9 @@ def test_reqids_are_distinct_in_band_and_independent_of_order(
 ) -> None:
     forward, backward = assign_reqids(names), assign_reqids(list(reversed(names)))
     assert forward == backward
-    assert len(set(forward.values())) == distinct
-    assert all(r & ~0xFFFF == REQID_BASE for r in forward.values())
+    reqids = [r for pair in forward.values() for r in pair]  # catch-all and per-peer
+    assert len(set(reqids)) == 2 * distinct
+    assert all(r & ~0xFFFF == REQID_BASE for r in reqids)
 
 
 def test_restart_with_unreadable_inputs_changes_nothing(world: World) -> None:
@@ -271,3 +286,68 @@ def test_restart_with_unreadable_inputs_changes_nothing(world: World) -> None:
     assert len(charon.plans) == plans
     assert list(charon.conns) == ["sm-mesh"]
     assert result.status.errors == ["API not synced yet"]
+
+
+PEERS = (Peer(node="node-2", address="10.77.0.2"), Peer(node="node-0", address="10.77.0.0"))
+
+
+def with_peers(*policies: IPsecPolicy, peers: tuple[Peer, ...] = PEERS) -> AgentInputs:
+    return AgentInputs(
+        node=NODE,
+        policies=tuple(PolicyInput(p, 1, DATA, peers=peers) for p in policies),
+    )
+
+
+def installed(connection: str, peer: str, ike_id: str) -> SecurityAssociation:
+    return SecurityAssociation(policy="mesh", connection=connection, ike_id=ike_id, peer=peer,
+                               ike_state="ESTABLISHED", state="INSTALLED")
+
+
+def test_known_peers_get_connections_and_only_higher_ones_are_initiated(world: World) -> None:
+    charon, xfrm, rec = world
+    result = rec.run_pass(with_peers(policy()))
+    assert sorted(charon.conns) == ["sm-mesh", "sm-mesh@node-0", "sm-mesh@node-2"]
+    assert charon.initiated == ["sm-mesh@node-2"]  # 10.77.0.1 < .2; node-0 initiates to us
+    peer_pairs = {(p.src, p.dst) for p in xfrm.policies.values() if p.src.endswith("/32")
+                  and p.dst.endswith("/32") and p.templates}
+    assert peer_pairs == {("10.77.0.1/32", "10.77.0.2/32"), ("10.77.0.2/32", "10.77.0.1/32"),
+                          ("10.77.0.1/32", "10.77.0.0/32"), ("10.77.0.0/32", "10.77.0.1/32")}
+    (row,) = result.status.policies
+    assert (row.address, row.expected_peers, row.established_peers) == ("10.77.0.1", 2, 0)
+    assert row.missing_peers == ["node-0", "node-2"]
+
+
+def test_an_installed_sa_counts_as_an_established_peer_and_stops_initiation(
+    world: World,
+) -> None:
+    charon, _, rec = world
+    rec.run_pass(with_peers(policy()))
+    charon.sas = [installed("sm-mesh@node-2", "10.77.0.2", "1"),
+                  installed("sm-mesh@node-0", "10.77.0.0", "2")]
+    charon.initiated.clear()
+    result = rec.run_pass(with_peers(policy()))
+    assert charon.initiated == []
+    (row,) = result.status.policies
+    assert (row.established_peers, row.missing_peers) == (2, [])
+
+
+def test_a_duplicate_ike_sa_is_closed_when_it_persists_and_a_superseded_one_at_once(
+    world: World,
+) -> None:
+    charon, _, rec = world
+    rec.run_pass(with_peers(policy()))
+    charon.sas = [installed("sm-mesh@node-2", "10.77.0.2", "5"),
+                  installed("sm-mesh@node-2", "10.77.0.2", "8"),
+                  installed("sm-mesh", "10.77.0.0", "6")]  # catch-all, before node-0 was known
+    rec.run_pass(with_peers(policy()))
+    assert charon.terminated == ["6"]
+    rec.run_pass(with_peers(policy()))
+    assert charon.terminated == ["6", "5"]
+    assert [sa.ike_id for sa in charon.sas] == ["8"]
+
+
+def test_a_peer_that_leaves_loses_its_connection(world: World) -> None:
+    charon, _, rec = world
+    rec.run_pass(with_peers(policy()))
+    rec.run_pass(with_peers(policy(), peers=PEERS[:1]))
+    assert sorted(charon.conns) == ["sm-mesh", "sm-mesh@node-2"]

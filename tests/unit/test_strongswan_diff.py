@@ -15,7 +15,7 @@ from controller.strongswan.diff import (
     owned_after,
     plan_changes,
 )
-from controller.strongswan.render import DesiredCharon, cert_name, render_charon
+from controller.strongswan.render import CharonPolicy, DesiredCharon, cert_name, render_charon
 from tests.certs import make_ca
 from tests.charon import issue_node
 
@@ -35,7 +35,9 @@ def policy(name: str, **spec: Any) -> IPsecPolicy:
 
 
 def desired(*items: tuple[IPsecPolicy, NodeCredentials]) -> DesiredCharon:
-    return render_charon([(p, c, 100 + i) for i, (p, c) in enumerate(items)], NODE)
+    return render_charon(
+        [CharonPolicy(p, c, 100 + i) for i, (p, c) in enumerate(items)], NODE
+    )
 
 
 @dataclass

@@ -7,8 +7,11 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from controller.dataplane import NodeCredentials, NodeFacts, reqid_for
+from controller.models.peers import Peer
 from controller.models.policy import IPsecPolicy
 from controller.strongswan.render import (
+    CharonPolicy,
+    PeerLink,
     authority_name,
     cert_name,
     conn_name,
@@ -40,14 +43,14 @@ def der(pem: str) -> bytes:
 
 
 def only_conn(p: IPsecPolicy, creds: NodeCredentials = CREDS, node: NodeFacts = NODE) -> Any:
-    desired = render_charon([(p, creds, REQID)], node)
+    desired = render_charon([CharonPolicy(p, creds, REQID)], node)
     assert desired.problems == {}
     (body,) = desired.connections.values()
     return body
 
 
 def test_default_policy_renders_the_add_on_model_connection() -> None:
-    desired = render_charon([(policy(), CREDS, REQID)], NODE)
+    desired = render_charon([CharonPolicy(policy(), CREDS, REQID)], NODE)
     assert desired.connections == {
         "sm-mesh": {
             "version": "2",
@@ -151,7 +154,7 @@ def test_first_node_address_inside_the_subnets_is_used() -> None:
 
 
 def test_fixed_reqid_is_the_one_passed_in() -> None:
-    desired = render_charon([(policy(), CREDS, 0x534D1234)], NODE)
+    desired = render_charon([CharonPolicy(policy(), CREDS, 0x534D1234)], NODE)
     assert desired.connections["sm-mesh"]["children"]["sm-mesh"]["reqid"] == str(0x534D1234)
 
 
@@ -178,14 +181,18 @@ def test_policy_that_cannot_be_rendered_is_reported_and_the_others_proceed(
     p: IPsecPolicy, node: NodeFacts, creds: NodeCredentials, reason: str
 ) -> None:
     good = policy("good")
-    desired = render_charon([(p, creds, REQID), (good, CREDS, REQID + 1)], node)
+    desired = render_charon(
+        [CharonPolicy(p, creds, REQID), CharonPolicy(good, CREDS, REQID + 1)], node
+    )
     assert reason in desired.problems["mesh"]
     if node == NODE:
         assert list(desired.connections) == ["sm-good"]
 
 
 def test_credentials_are_named_by_content_and_shared_between_policies() -> None:
-    desired = render_charon([(policy("a"), CREDS, 1), (policy("b"), CREDS, 2)], NODE)
+    desired = render_charon(
+        [CharonPolicy(policy("a"), CREDS, 1), CharonPolicy(policy("b"), CREDS, 2)], NODE
+    )
     assert sorted(desired.connections) == ["sm-a", "sm-b"]
     assert desired.certs == {cert_name(der(CREDS.cert_pem)): der(CREDS.cert_pem)}
     assert desired.authorities == {authority_name(der(CA.cert_pem)): der(CA.cert_pem)}
@@ -196,7 +203,7 @@ def test_intermediates_are_loaded_as_certs_and_every_bundle_ca_as_an_authority()
     root, other_root = make_ca("root"), make_ca("next root")
     intermediate = make_ca("intermediate", issuer=root)
     creds = node_credentials(make_cert(intermediate, "node-1"), [root, other_root], [intermediate])
-    desired = render_charon([(policy(), creds, REQID)], NODE)
+    desired = render_charon([CharonPolicy(policy(), creds, REQID)], NODE)
     assert set(desired.certs.values()) == {der(creds.cert_pem), der(intermediate.cert_pem)}
     assert set(desired.authorities.values()) == {der(root.cert_pem), der(other_root.cert_pem)}
     cacerts = desired.connections["sm-mesh"]["remote"]["cacerts"]
@@ -206,7 +213,7 @@ def test_intermediates_are_loaded_as_certs_and_every_bundle_ca_as_an_authority()
 @pytest.mark.parametrize("key_type", ["ec", "rsa"])
 def test_key_is_sent_as_pkcs8_and_named_by_charons_key_id(key_type: str) -> None:
     creds = issue_node(CA, "node-k", key_type=key_type)  # type: ignore[arg-type]
-    desired = render_charon([(policy(), creds, REQID)], NODE)
+    desired = render_charon([CharonPolicy(policy(), creds, REQID)], NODE)
     ((name, pkcs8),) = desired.keys.items()
     loaded = serialization.load_der_private_key(pkcs8, password=None)
     cert = x509.load_pem_x509_certificate(creds.cert_pem.encode())
@@ -223,3 +230,39 @@ def test_connection_names_carry_the_policy_and_nothing_else_is_ours() -> None:
     assert conn_name("mesh") == "sm-mesh"
     assert policy_of_conn("sm-mesh") == "mesh"
     assert policy_of_conn("admin-vpn") is None
+
+
+PEERS = (
+    Peer(node="node-0", address="10.0.0.0"),  # a lower address
+    Peer(node="node-2", address="10.0.0.2", identity="CN=node-2"),
+    Peer(node="node-1", address="10.0.0.1"),  # this node itself: no connection
+    Peer(node="node-6", address="fd00::6"),  # another family: no connection
+)
+
+
+def test_each_known_peer_gets_a_connection_of_its_own_without_trap() -> None:
+    desired = render_charon([CharonPolicy(policy(), CREDS, REQID, REQID + 1, PEERS)], NODE)
+    assert sorted(desired.connections) == ["sm-mesh", "sm-mesh@node-0", "sm-mesh@node-2"]
+    conn = desired.connections["sm-mesh@node-2"]
+    child = conn["children"]["sm-mesh@node-2"]
+    assert conn["remote_addrs"] == ["10.0.0.2"]
+    assert child["remote_ts"] == ["10.0.0.2/32"]
+    assert child["local_ts"] == ["10.0.0.1/32"]
+    assert child["start_action"] == "none"  # the agent initiates, a packet never does
+    assert child["reqid"] == str(REQID + 1)
+    catch_all = desired.connections["sm-mesh"]["children"]["sm-mesh"]
+    assert (catch_all["start_action"], catch_all["reqid"]) == ("trap", str(REQID))
+
+
+def test_links_name_the_peer_the_address_and_the_connection() -> None:
+    desired = render_charon([CharonPolicy(policy(), CREDS, REQID, REQID + 1, PEERS)], NODE)
+    assert desired.links == (
+        PeerLink("mesh", "node-0", "10.0.0.0", "10.0.0.1", "sm-mesh@node-0"),
+        PeerLink("mesh", "node-2", "10.0.0.2", "10.0.0.1", "sm-mesh@node-2"),
+    )
+    assert desired.addresses == {"mesh": "10.0.0.1"}
+
+
+def test_per_peer_connections_belong_to_their_policy() -> None:
+    assert conn_name("mesh", "node-2") == "sm-mesh@node-2"
+    assert policy_of_conn("sm-mesh@node-2") == "mesh"

@@ -104,6 +104,8 @@ def test_child_sa_becomes_one_typed_record_with_its_ike_facts() -> None:
     (sa,) = parse_sas(wire(WITH_CHILD))
     assert sa.model_dump() == {
         "policy": "t",
+        "connection": "sm-t",
+        "ike_id": "1",
         "peer": "192.0.2.1",
         "peer_identity": "O=strongmesh tests, CN=a",
         "ike_state": "ESTABLISHED",

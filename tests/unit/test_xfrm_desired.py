@@ -8,7 +8,7 @@ import pytest
 
 from controller.dataplane import BAND_SIZE, BYPASS_BASE, PROTECT_BASE
 from controller.models.policy import IPsecPolicySpec
-from controller.xfrm.desired import acq_expires_for, desired_policies
+from controller.xfrm.desired import ProtectEntry, acq_expires_for, desired_policies
 from controller.xfrm.model import PortMatch, XfrmPolicy, XfrmTemplate
 
 R1 = 0x534D0001
@@ -37,7 +37,7 @@ def by_key(policies: frozenset[XfrmPolicy]) -> dict[tuple[str, str, str], XfrmPo
 
 
 def test_required_policy_protects_both_directions_with_level_required() -> None:
-    got = by_key(desired_policies([(spec(["10.0.0.0/16"]), R1)], "10.0.0.5"))
+    got = by_key(desired_policies([ProtectEntry(spec(["10.0.0.0/16"]), R1)], "10.0.0.5"))
     template = (XfrmTemplate(reqid=R1, level="required"),)
     assert got[("10.0.0.5/32", "10.0.0.0/16", "out")] == XfrmPolicy(
         "10.0.0.5/32", "10.0.0.0/16", "out", PROTECT_BASE + 16, templates=template
@@ -48,13 +48,15 @@ def test_required_policy_protects_both_directions_with_level_required() -> None:
 
 
 def test_optional_policy_uses_level_use_templates() -> None:
-    got = desired_policies([(spec(["10.0.0.0/16"], enforcement="Optional"), R1)], "10.0.0.5")
+    entry = ProtectEntry(spec(["10.0.0.0/16"], enforcement="Optional"), R1)
+    got = desired_policies([entry], "10.0.0.5")
     levels = {t.level for p in got for t in p.templates}
     assert levels == {"use"}
 
 
 def test_bypass_subnet_gets_allow_policies_both_ways_in_the_bypass_band() -> None:
-    got = by_key(desired_policies([(spec(["10.0.0.0/16"], ["10.0.0.10/32"]), R1)], "10.0.0.5"))
+    entry = ProtectEntry(spec(["10.0.0.0/16"], ["10.0.0.10/32"]), R1)
+    got = by_key(desired_policies([entry], "10.0.0.5"))
     out = got[("10.0.0.5/32", "10.0.0.10/32", "out")]
     inbound = got[("10.0.0.10/32", "10.0.0.5/32", "in")]
     for policy in (out, inbound):
@@ -63,7 +65,7 @@ def test_bypass_subnet_gets_allow_policies_both_ways_in_the_bypass_band() -> Non
 
 
 def test_nodes_own_address_is_bypassed_both_ways() -> None:
-    got = by_key(desired_policies([(spec(["10.0.0.0/16"]), R1)], "10.0.0.5"))
+    got = by_key(desired_policies([ProtectEntry(spec(["10.0.0.0/16"]), R1)], "10.0.0.5"))
     for direction in ("out", "in"):
         policy = got[("10.0.0.5/32", "10.0.0.5/32", direction)]
         assert policy.is_bypass
@@ -73,7 +75,8 @@ def test_nodes_own_address_is_bypassed_both_ways() -> None:
 def test_other_local_addresses_are_bypassed_like_the_node_address() -> None:
     got = by_key(
         desired_policies(
-            [(spec(["10.0.0.0/16"]), R1)], "10.0.0.5", local_addresses=["10.0.0.6", "fd00::1"]
+            [ProtectEntry(spec(["10.0.0.0/16"]), R1)], "10.0.0.5",
+            local_addresses=["10.0.0.6", "fd00::1"],
         )
     )
     assert got[("10.0.0.5/32", "10.0.0.6/32", "out")].is_bypass
@@ -92,7 +95,7 @@ def test_other_local_addresses_are_bypassed_like_the_node_address() -> None:
 )
 def test_every_bypass_policy_wins_over_every_protect_policy(ipsec: str, bypass: str) -> None:
     node = "fd00::5" if ":" in ipsec else "10.0.0.5"
-    got = desired_policies([(spec([ipsec], [bypass]), R1)], node)
+    got = desired_policies([ProtectEntry(spec([ipsec], [bypass]), R1)], node)
     bypasses = [p.priority for p in got if p.is_bypass]
     protects = [p.priority for p in got if p.is_protect]
     assert bypasses
@@ -112,17 +115,18 @@ def test_every_bypass_policy_wins_over_every_protect_policy(ipsec: str, bypass: 
     ],
 )
 def test_more_specific_subnet_gets_higher_precedence(subnet: str, priority: int) -> None:
-    got = desired_policies([(spec([subnet]), R1)], "10.1.2.3")
+    got = desired_policies([ProtectEntry(spec([subnet]), R1)], "10.1.2.3")
     assert {p.priority for p in got if p.is_protect} == {priority}
 
 
 def test_subnets_of_the_other_family_are_ignored() -> None:
-    got = desired_policies([(spec(["10.0.0.0/16", "fd00::/64"], ["fd00::9/128"]), R1)], "10.0.0.5")
+    entry = ProtectEntry(spec(["10.0.0.0/16", "fd00::/64"], ["fd00::9/128"]), R1)
+    got = desired_policies([entry], "10.0.0.5")
     assert {ipaddress.ip_network(p.src).version for p in got} == {4}
 
 
 def test_ipv6_node_bypasses_neighbour_discovery() -> None:
-    got = desired_policies([(spec(["fd00::/64"]), R1)], "fd00::5")
+    got = desired_policies([ProtectEntry(spec(["fd00::/64"]), R1)], "fd00::5")
     nd = {(p.direction, p.sport) for p in got if p.proto == 58}
     assert nd == {
         (direction, PortMatch(icmp_type)) for direction in ("in", "out") for icmp_type in (135, 136)
@@ -131,7 +135,7 @@ def test_ipv6_node_bypasses_neighbour_discovery() -> None:
 
 
 def test_ipv4_node_has_no_icmpv6_policies() -> None:
-    got = desired_policies([(spec(["10.0.0.0/16"]), R1)], "10.0.0.5")
+    got = desired_policies([ProtectEntry(spec(["10.0.0.0/16"]), R1)], "10.0.0.5")
     assert not [p for p in got if p.proto]
 
 
@@ -140,35 +144,38 @@ def test_no_policy_selecting_the_node_means_no_xfrm_policy_at_all() -> None:
 
 
 def test_noipsec_subnet_of_one_policy_wins_over_ipsec_subnet_of_another() -> None:
-    entries = [(spec(["10.0.0.0/16"]), R1), (spec(["10.9.0.0/16"], ["10.0.0.0/16"]), R2)]
+    entries = [
+        ProtectEntry(spec(["10.0.0.0/16"]), R1),
+        ProtectEntry(spec(["10.9.0.0/16"], ["10.0.0.0/16"]), R2),
+    ]
     got = by_key(desired_policies(entries, "10.0.0.5"))
     assert got[("10.0.0.5/32", "10.0.0.0/16", "out")].is_bypass
 
 
 def test_required_wins_over_optional_on_the_same_selector() -> None:
     entries = [
-        (spec(["10.0.0.0/16"], enforcement="Optional"), R1),
-        (spec(["10.0.0.0/16"], enforcement="Required"), R2),
+        ProtectEntry(spec(["10.0.0.0/16"], enforcement="Optional"), R1),
+        ProtectEntry(spec(["10.0.0.0/16"], enforcement="Required"), R2),
     ]
     got = by_key(desired_policies(entries, "10.0.0.5"))
     assert got[("10.0.0.5/32", "10.0.0.0/16", "out")].templates == (XfrmTemplate(R2, "required"),)
 
 
 def test_first_policy_wins_a_tie_on_the_same_selector() -> None:
-    entries = [(spec(["10.0.0.0/16"]), R1), (spec(["10.0.0.0/16"]), R2)]
+    entries = [ProtectEntry(spec(["10.0.0.0/16"]), R1), ProtectEntry(spec(["10.0.0.0/16"]), R2)]
     got = by_key(desired_policies(entries, "10.0.0.5"))
     assert got[("10.0.0.0/16", "10.0.0.5/32", "in")].templates == (XfrmTemplate(R1, "required"),)
 
 
 def test_several_policies_on_different_subnets_each_keep_their_reqid() -> None:
-    entries = [(spec(["10.0.0.0/16"]), R1), (spec(["10.1.0.0/16"]), R2)]
+    entries = [ProtectEntry(spec(["10.0.0.0/16"]), R1), ProtectEntry(spec(["10.1.0.0/16"]), R2)]
     got = by_key(desired_policies(entries, "10.0.0.5"))
     assert got[("10.0.0.5/32", "10.0.0.0/16", "out")].templates[0].reqid == R1
     assert got[("10.0.0.5/32", "10.1.0.0/16", "out")].templates[0].reqid == R2
 
 
 def test_host_bits_in_subnets_are_normalised() -> None:
-    got = by_key(desired_policies([(spec(["10.0.0.77/16"]), R1)], "10.0.0.5"))
+    got = by_key(desired_policies([ProtectEntry(spec(["10.0.0.77/16"]), R1)], "10.0.0.5"))
     assert ("10.0.0.5/32", "10.0.0.0/16", "out") in got
 
 
@@ -181,3 +188,28 @@ def test_acq_expires_is_the_smallest_any_policy_asks_for(
 
 def test_acq_expires_defaults_to_six_seconds() -> None:
     assert acq_expires_for([spec(["10.0.0.0/8"])]) == 6
+
+
+def test_known_peers_get_their_own_pair_which_outranks_the_subnet() -> None:
+    entry = ProtectEntry(spec(["10.0.0.0/16"]), R1, R2, peers=("10.0.0.7", "10.0.0.5", "10.9.9.9"))
+    got = by_key(desired_policies([entry], "10.0.0.5"))
+    out = got[("10.0.0.5/32", "10.0.0.7/32", "out")]
+    inbound = got[("10.0.0.7/32", "10.0.0.5/32", "in")]
+    assert out.templates == inbound.templates == (XfrmTemplate(R2, "required"),)
+    subnet = got[("10.0.0.5/32", "10.0.0.0/16", "out")]
+    assert subnet.templates == (XfrmTemplate(R1, "required"),)
+    assert out.priority < subnet.priority  # lower value = higher precedence
+    # the node itself and a peer outside the ipsecSubnets get no per-peer policy
+    assert ("10.0.0.5/32", "10.9.9.9/32", "out") not in got
+
+
+def test_bypass_still_beats_a_per_peer_policy() -> None:
+    entry = ProtectEntry(spec(["10.0.0.0/16"], ["10.0.0.7/32"]), R1, R2, peers=("10.0.0.7",))
+    got = by_key(desired_policies([entry], "10.0.0.5"))
+    assert got[("10.0.0.5/32", "10.0.0.7/32", "out")].is_bypass
+
+
+def test_optional_per_peer_policies_use_level_use() -> None:
+    entry = ProtectEntry(spec(["10.0.0.0/16"], enforcement="Optional"), R1, R2, peers=("10.0.0.7",))
+    got = by_key(desired_policies([entry], "10.0.0.5"))
+    assert got[("10.0.0.5/32", "10.0.0.7/32", "out")].templates == (XfrmTemplate(R2, "use"),)

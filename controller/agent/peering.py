@@ -1,0 +1,149 @@
+"""Who negotiates with whom, when to try again, and which SAs must go. Pure.
+
+Both ends of a pair used to trap the same first packet and initiate at once, which left two
+IKE_SAs and two CHILD_SAs per pair. Now every known peer gets a connection of its own, and only
+the end with the lower address initiates it, right after loading it and without waiting for
+traffic; the other end only answers. The agent re-initiates with a back-off while the SA is
+missing (the peer may not have loaded its side yet: charon does not retry a refused exchange).
+
+Two kinds of SAs are removed: a second IKE_SA of one per-peer connection that survived two
+passes (a rekey briefly has two, a restart of the peer's charon can leave a stale one; both
+ends keep the newest, so they agree), and an SA that the policy's catch-all connection made
+with a peer that now has a connection of its own (the catch-all only covers peers not yet
+known; its SA carries the catch-all's reqid, which the per-peer kernel policy does not use).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from controller.models.node import SecurityAssociation
+from controller.strongswan.render import PeerLink
+
+BACKOFF_FIRST = 1.0
+BACKOFF_MAX = 30.0
+
+
+def initiates(local: str, peer: str) -> bool:
+    """The lower address initiates (IPv4 before IPv6); both ends compute the same answer."""
+    mine, theirs = ipaddress.ip_address(local), ipaddress.ip_address(peer)
+    return (mine.version, int(mine)) < (theirs.version, int(theirs))
+
+
+@dataclass(frozen=True)
+class Attempts:
+    """Initiation attempts of one connection while its SA is missing."""
+
+    count: int = 0
+    next_at: float = 0.0
+
+
+@dataclass(frozen=True)
+class InitiationPlan:
+    initiate: tuple[str, ...] = ()  # connection names
+    attempts: Mapping[str, Attempts] = field(default_factory=dict)
+
+
+def installed(sas: Iterable[SecurityAssociation], connection: str) -> bool:
+    return any(sa.connection == connection and sa.state == "INSTALLED" for sa in sas)
+
+
+def negotiating(sas: Iterable[SecurityAssociation], connection: str) -> bool:
+    """An exchange for the connection is under way (IKE connecting, CHILD_SA being made)."""
+    return any(
+        sa.connection == connection
+        and (sa.ike_state in ("CONNECTING", "CREATED") or sa.state in ("CREATED", "INSTALLING"))
+        for sa in sas
+    )
+
+
+def plan_initiations(
+    links: Sequence[PeerLink],
+    sas: Sequence[SecurityAssociation],
+    attempts: Mapping[str, Attempts],
+    now: float,
+) -> InitiationPlan:
+    """Initiator links without an installed CHILD_SA whose back-off has run out."""
+    initiate: list[str] = []
+    after: dict[str, Attempts] = {}
+    for link in links:
+        if not initiates(link.local, link.address) or installed(sas, link.connection):
+            continue  # responders wait; an installed SA resets the back-off
+        previous = attempts.get(link.connection, Attempts())
+        if negotiating(sas, link.connection) or now < previous.next_at:
+            after[link.connection] = previous
+            continue
+        delay = min(BACKOFF_FIRST * 2 ** previous.count, BACKOFF_MAX)
+        after[link.connection] = Attempts(count=previous.count + 1, next_at=now + delay)
+        initiate.append(link.connection)
+    return InitiationPlan(initiate=tuple(initiate), attempts=after)
+
+
+@dataclass(frozen=True)
+class IkeSa:
+    """What the termination rules need of one IKE_SA."""
+
+    ike_id: str
+    connection: str
+    peer: str  # address
+    established: bool
+
+
+def ike_sas(sas: Iterable[SecurityAssociation]) -> list[IkeSa]:
+    """The IKE_SAs behind the CHILD_SA records (one per ike_id)."""
+    seen: dict[str, IkeSa] = {}
+    for sa in sas:
+        if sa.ike_id and sa.ike_id not in seen:
+            seen[sa.ike_id] = IkeSa(sa.ike_id, sa.connection, sa.peer,
+                                    sa.ike_state == "ESTABLISHED")
+    return list(seen.values())
+
+
+def _newest_first(ids: Iterable[str]) -> list[str]:
+    """charon numbers IKE_SAs in creation order: the highest id is the newest."""
+    return sorted(ids, key=lambda i: (len(i), i), reverse=True)
+
+
+@dataclass(frozen=True)
+class Unwanted:
+    """IKE_SA ids to terminate, by why."""
+
+    duplicates: frozenset[str] = frozenset()  # older established IKE_SAs of one connection
+    superseded: frozenset[str] = frozenset()  # catch-all IKE_SAs with a now known peer
+
+
+def unwanted_ike_sas(
+    sas: Sequence[SecurityAssociation],
+    links: Sequence[PeerLink],
+    catchall: Mapping[str, str],
+) -> Unwanted:
+    """IKE_SAs that should not exist. ``catchall``: catch-all connection name -> policy."""
+    superseded: set[str] = set()
+    duplicates: set[str] = set()
+    per_peer = {link.connection for link in links}
+    known = {(link.policy, link.address) for link in links}
+    by_connection: dict[str, list[IkeSa]] = {}
+    for ike in ike_sas(sas):
+        if ike.connection in per_peer:
+            by_connection.setdefault(ike.connection, []).append(ike)
+        elif ike.connection in catchall and (catchall[ike.connection], ike.peer) in known:
+            superseded.add(ike.ike_id)
+    for found in by_connection.values():
+        established = _newest_first(i.ike_id for i in found if i.established)
+        duplicates.update(established[1:])
+    return Unwanted(frozenset(duplicates), frozenset(superseded))
+
+
+@dataclass
+class TerminationGate:
+    """A duplicate must be seen on two passes in a row before it goes (rekeying overlaps);
+    catch-all SAs with known peers go at once (they only hurt)."""
+
+    _candidates: frozenset[str] = frozenset()
+
+    def confirm(self, unwanted: Unwanted) -> set[str]:
+        confirmed = {i for i in unwanted.duplicates if i in self._candidates}
+        self._candidates = unwanted.duplicates
+        return confirmed | set(unwanted.superseded)

@@ -1,0 +1,129 @@
+"""A policy's peers and their layout in IPsecPeerSlices. Pure.
+
+A peer is a node the policy selects whose agent reports a connection for it: the node's entry
+for the policy in ``IPsecNode.status.policies`` carries the address it protects. (A node that
+cannot enforce the policy at all — no address in ``ipsecSubnets``, no usable credentials —
+reports no address and is nobody's peer: nothing could negotiate with it.)
+
+Slices follow the EndpointSlice pattern: a peer stays in the slice it was put in, a new peer
+goes to the first slice with room, and only slices whose content changed are written. So one
+node joining or leaving rewrites one slice, which is one watch event for each agent.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from controller.models.common import LabelSelector
+from controller.models.node import IPsecNode
+from controller.models.peers import IPsecPeerSliceSpec, Peer
+
+SLICE_CAPACITY = 100
+_MAX_BASE = 240  # slice names are "<base>-<index>"; object names stay within 253 characters
+
+
+def policy_peers(
+    policy: str,
+    selector: LabelSelector,
+    node_labels: Mapping[str, Mapping[str, str]],
+    ipsec_nodes: Mapping[str, IPsecNode],
+) -> list[Peer]:
+    """The peers of ``policy``: selected, existing Nodes whose agent protects an address for
+    it. In node name order."""
+    peers = []
+    for name in sorted(ipsec_nodes):
+        labels = node_labels.get(name)
+        if labels is None or not selector.matches(dict(labels)):
+            continue
+        ipsec_node = ipsec_nodes[name]
+        entry = next(
+            (p for p in (ipsec_node.status.policies if ipsec_node.status else [])
+             if p.name == policy and p.address),
+            None,
+        )
+        if entry is not None:
+            peers.append(Peer(node=name, address=entry.address,
+                              identity=ipsec_node.spec.identity))
+    return peers
+
+
+def slice_base(policy: str) -> str:
+    """The policy's slice name prefix (long names shortened with a digest, still unique)."""
+    if len(policy) <= _MAX_BASE:
+        return policy
+    digest = hashlib.sha256(policy.encode()).hexdigest()[:8]
+    return f"{policy[:_MAX_BASE - 9]}-{digest}"
+
+
+def slice_name(policy: str, index: int) -> str:
+    return f"{slice_base(policy)}-{index}"
+
+
+def _index(policy: str, name: str) -> int | None:
+    match = re.fullmatch(re.escape(slice_base(policy)) + r"-(\d+)", name)
+    return int(match.group(1)) if match else None
+
+
+@dataclass(frozen=True)
+class SlicePlan:
+    """Slices to create or replace (name -> spec) and slices to delete."""
+
+    upserts: Mapping[str, IPsecPeerSliceSpec] = field(default_factory=dict)
+    deletes: tuple[str, ...] = ()
+
+    @property
+    def empty(self) -> bool:
+        return not self.upserts and not self.deletes
+
+
+def plan_slices(
+    policy: str,
+    generation: int,
+    deleting: bool,
+    peers: Sequence[Peer],
+    existing: Mapping[str, IPsecPeerSliceSpec],
+    capacity: int = SLICE_CAPACITY,
+) -> SlicePlan:
+    """The writes that make ``existing`` (this policy's slices by name) hold ``peers``.
+
+    Slice 0 always exists, even without peers: it is how agents learn of the policy and its
+    generation before any node enforces it.
+    """
+    wanted = {p.node: p for p in peers}
+    members: dict[int, dict[str, Peer]] = {}
+    foreign = [name for name in existing if _index(policy, name) is None]
+    for name, spec in existing.items():
+        index = _index(policy, name)
+        if index is not None:
+            members[index] = {p.node: wanted[p.node] for p in spec.peers if p.node in wanted}
+    placed = {node for slice_members in members.values() for node in slice_members}
+    members.setdefault(0, {})
+    for node in sorted(set(wanted) - placed):
+        index = next((i for i in sorted(members) if len(members[i]) < capacity), None)
+        if index is None:
+            index = next(i for i in range(len(members) + 1) if i not in members)
+            members[index] = {}
+        members[index][node] = wanted[node]
+    upserts: dict[str, IPsecPeerSliceSpec] = {}
+    deletes = list(foreign)
+    for index in sorted(members):
+        name = slice_name(policy, index)
+        if index != 0 and not members[index]:
+            if name in existing:
+                deletes.append(name)
+            continue
+        spec = IPsecPeerSliceSpec(
+            policy=policy, policy_generation=generation, deleting=deleting,
+            peers=[members[index][node] for node in sorted(members[index])],
+        )
+        if existing.get(name) != spec:
+            upserts[name] = spec
+    return SlicePlan(upserts=upserts, deletes=tuple(sorted(deletes)))
+
+
+def plan_removal(existing: Mapping[str, IPsecPeerSliceSpec]) -> SlicePlan:
+    """Every slice of a policy that is gone."""
+    return SlicePlan(deletes=tuple(sorted(existing)))

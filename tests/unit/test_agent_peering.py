@@ -1,0 +1,116 @@
+"""Who initiates, when to try again, which SAs must go (``controller.agent.peering``)."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+
+from controller.agent.peering import (
+    Attempts,
+    TerminationGate,
+    Unwanted,
+    initiates,
+    plan_initiations,
+    unwanted_ike_sas,
+)
+from controller.models.node import SecurityAssociation
+from controller.strongswan.render import PeerLink
+
+ME = "10.77.0.2"
+
+
+def link(peer: str, address: str) -> PeerLink:
+    return PeerLink("mesh", peer, address, ME, f"sm-mesh@{peer}")
+
+
+LOWER, HIGHER = link("node-1", "10.77.0.1"), link("node-3", "10.77.0.3")
+
+
+def sa(connection: str, ike_id: str, peer: str = "10.77.0.3", state: str = "INSTALLED",
+       ike_state: str = "ESTABLISHED") -> SecurityAssociation:
+    return SecurityAssociation(policy="mesh", connection=connection, ike_id=ike_id, peer=peer,
+                               state=state, ike_state=ike_state)
+
+
+@pytest.mark.parametrize(
+    ("local", "peer", "expected"),
+    [
+        ("10.0.0.1", "10.0.0.2", True),
+        ("10.0.0.2", "10.0.0.1", False),
+        ("10.0.0.9", "10.0.0.10", True),  # numeric, not text, order
+        ("10.0.0.1", "fd00::1", True),
+        ("fd00::2", "fd00::10", True),
+    ],
+)
+def test_the_lower_address_initiates_and_both_ends_agree(
+    local: str, peer: str, expected: bool
+) -> None:
+    assert initiates(local, peer) is expected
+    assert initiates(peer, local) is not expected
+
+
+def test_only_links_to_higher_addresses_are_initiated() -> None:
+    plan = plan_initiations([LOWER, HIGHER], [], {}, now=100.0)
+    assert plan.initiate == (HIGHER.connection,)
+    assert plan.attempts == {HIGHER.connection: Attempts(count=1, next_at=101.0)}
+
+
+def test_retries_back_off_exponentially_up_to_a_cap() -> None:
+    attempts: dict[str, Attempts] = {}
+    times = []
+    now = 0.0
+    for _ in range(9):
+        plan = plan_initiations([HIGHER], [], attempts, now)
+        if plan.initiate:
+            times.append(now)
+        attempts = dict(plan.attempts)
+        now = attempts[HIGHER.connection].next_at
+    assert [b - a for a, b in itertools.pairwise(times)] == [
+        1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0, 30.0]
+
+
+def test_nothing_is_initiated_before_the_back_off_ran_out() -> None:
+    attempts = {HIGHER.connection: Attempts(count=1, next_at=10.0)}
+    assert plan_initiations([HIGHER], [], attempts, now=9.9).initiate == ()
+
+
+def test_an_exchange_under_way_is_not_started_again() -> None:
+    connecting = [sa(HIGHER.connection, "7", state="", ike_state="CONNECTING")]
+    assert plan_initiations([HIGHER], connecting, {}, now=0.0).initiate == ()
+
+
+def test_an_installed_sa_resets_the_back_off() -> None:
+    attempts = {HIGHER.connection: Attempts(count=5, next_at=99.0)}
+    plan = plan_initiations([HIGHER], [sa(HIGHER.connection, "1")], attempts, now=1.0)
+    assert plan.initiate == ()
+    assert plan.attempts == {}
+
+
+def test_the_older_of_two_established_ike_sas_of_one_connection_goes() -> None:
+    sas = [sa(HIGHER.connection, "9"), sa(HIGHER.connection, "12")]
+    assert unwanted_ike_sas(sas, [HIGHER], {}) == Unwanted(duplicates=frozenset({"9"}))
+
+
+def test_ids_compare_as_numbers() -> None:
+    sas = [sa(HIGHER.connection, "9"), sa(HIGHER.connection, "10")]
+    assert unwanted_ike_sas(sas, [HIGHER], {}).duplicates == {"9"}
+
+
+def test_an_ike_sa_still_connecting_is_no_duplicate() -> None:
+    sas = [sa(HIGHER.connection, "9"), sa(HIGHER.connection, "10", ike_state="CONNECTING")]
+    assert unwanted_ike_sas(sas, [HIGHER], {}) == Unwanted()
+
+
+def test_catch_all_sas_go_only_for_peers_with_a_connection_of_their_own() -> None:
+    sas = [sa("sm-mesh", "3", peer="10.77.0.3"), sa("sm-mesh", "4", peer="10.77.0.9")]
+    unwanted = unwanted_ike_sas(sas, [HIGHER], {"sm-mesh": "mesh"})
+    assert unwanted == Unwanted(superseded=frozenset({"3"}))
+
+
+def test_duplicates_go_on_the_second_pass_superseded_sas_at_once() -> None:
+    gate = TerminationGate()
+    first = Unwanted(duplicates=frozenset({"9"}), superseded=frozenset({"3"}))
+    assert gate.confirm(first) == {"3"}
+    assert gate.confirm(Unwanted(duplicates=frozenset({"9"}))) == {"9"}
+    assert gate.confirm(Unwanted(duplicates=frozenset({"11"}))) == set()  # a rekey's overlap

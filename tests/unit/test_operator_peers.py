@@ -1,0 +1,124 @@
+"""A policy's peers and their IPsecPeerSlices (``controller.operator.peers``), as tables."""
+
+from __future__ import annotations
+
+import pytest
+
+from controller.models.common import LabelSelector
+from controller.models.node import EnforcedPolicy, IPsecNode, IPsecNodeSpec, IPsecNodeStatus
+from controller.models.peers import IPsecPeerSliceSpec, Peer
+from controller.operator.peers import (
+    SlicePlan,
+    plan_removal,
+    plan_slices,
+    policy_peers,
+    slice_name,
+)
+
+EVERY = LabelSelector()
+
+
+def ipsec_node(name: str, address: str, policy: str = "mesh") -> IPsecNode:
+    return IPsecNode(
+        metadata={"name": name},  # type: ignore[arg-type]
+        spec=IPsecNodeSpec(addresses=[address], identity=f"CN={name}"),
+        status=IPsecNodeStatus(policies=[
+            EnforcedPolicy(name=policy, generation=1, address=address),
+        ]),
+    )
+
+
+def peer(i: int) -> Peer:
+    return Peer(node=f"n{i:04d}", address=f"10.0.{i // 250}.{i % 250 + 1}", identity="")
+
+
+def spec(peers: list[Peer], generation: int = 1, deleting: bool = False) -> IPsecPeerSliceSpec:
+    return IPsecPeerSliceSpec(policy="mesh", policy_generation=generation, deleting=deleting,
+                              peers=peers)
+
+
+def test_peers_are_selected_nodes_that_protect_an_address_for_the_policy() -> None:
+    nodes = {"a": {"role": "x"}, "b": {"role": "y"}, "c": {"role": "x"}, "d": {"role": "x"}}
+    ipsec_nodes = {
+        "a": ipsec_node("a", "10.0.0.1"),
+        "b": ipsec_node("b", "10.0.0.2"),  # not selected
+        "c": ipsec_node("c", "", "mesh"),  # reports the policy but has no connection for it
+        "d": ipsec_node("d", "10.0.0.4", "other"),  # enforces another policy only
+        "e": ipsec_node("e", "10.0.0.5"),  # its Node is gone
+    }
+    selector = LabelSelector(match_labels={"role": "x"})
+    assert policy_peers("mesh", selector, nodes, ipsec_nodes) == [
+        Peer(node="a", address="10.0.0.1", identity="CN=a")
+    ]
+
+
+def test_a_new_policy_gets_an_empty_first_slice() -> None:
+    plan = plan_slices("mesh", 1, False, [], {})
+    assert plan == SlicePlan(upserts={"mesh-0": spec([])})
+
+
+def test_nothing_to_write_when_the_slices_already_hold_the_peers() -> None:
+    peers = [peer(1), peer(2)]
+    assert plan_slices("mesh", 1, False, peers, {"mesh-0": spec(peers)}).empty
+
+
+@pytest.mark.parametrize(
+    ("count", "slices"), [(0, 1), (1, 1), (100, 1), (101, 2), (250, 3), (1000, 10)]
+)
+def test_peers_fill_slices_of_at_most_the_capacity(count: int, slices: int) -> None:
+    plan = plan_slices("mesh", 1, False, [peer(i) for i in range(count)], {})
+    assert len(plan.upserts) == slices
+    assert all(len(s.peers) <= 100 for s in plan.upserts.values())
+    assert sum(len(s.peers) for s in plan.upserts.values()) == count
+
+
+def test_a_joining_node_rewrites_exactly_one_slice() -> None:
+    existing = plan_slices("mesh", 1, False, [peer(i) for i in range(250)], {}).upserts
+    plan = plan_slices("mesh", 1, False, [peer(i) for i in range(251)], existing)
+    assert list(plan.upserts) == ["mesh-2"]  # the first slice with room
+    assert plan.deletes == ()
+
+
+def test_a_leaving_node_rewrites_its_own_slice_and_no_other() -> None:
+    existing = plan_slices("mesh", 1, False, [peer(i) for i in range(250)], {}).upserts
+    leaving = next(iter(existing["mesh-1"].peers)).node
+    remaining = [peer(i) for i in range(250) if peer(i).node != leaving]
+    plan = plan_slices("mesh", 1, False, remaining, existing)
+    assert list(plan.upserts) == ["mesh-1"]
+
+
+def test_an_emptied_slice_is_deleted_but_the_first_slice_stays() -> None:
+    existing = {"mesh-0": spec([peer(1)]), "mesh-1": spec([peer(2)])}
+    plan = plan_slices("mesh", 1, False, [], existing)
+    assert plan.deletes == ("mesh-1",)
+    assert plan.upserts == {"mesh-0": spec([])}
+
+
+def test_a_new_generation_or_deletion_rewrites_every_slice() -> None:
+    existing = plan_slices("mesh", 1, False, [peer(i) for i in range(150)], {}).upserts
+    assert set(plan_slices("mesh", 2, False, [peer(i) for i in range(150)], existing).upserts) \
+        == {"mesh-0", "mesh-1"}
+    deleting = plan_slices("mesh", 1, True, [peer(i) for i in range(150)], existing)
+    assert all(s.deleting for s in deleting.upserts.values())
+
+
+def test_a_peer_whose_address_changed_is_rewritten_in_place() -> None:
+    existing = {"mesh-0": spec([peer(1)]), "mesh-1": spec([peer(2)])}
+    moved = Peer(node=peer(2).node, address="10.9.9.9")
+    plan = plan_slices("mesh", 1, False, [peer(1), moved], existing)
+    assert plan.upserts == {"mesh-1": spec([moved])}
+
+
+def test_slices_with_names_the_operator_would_not_give_are_deleted() -> None:
+    plan = plan_slices("mesh", 1, False, [], {"mesh-0": spec([]), "stray": spec([])})
+    assert plan.deletes == ("stray",)
+
+
+def test_long_policy_names_give_valid_distinct_slice_names() -> None:
+    first, second = "p" * 253, "p" * 252 + "q"
+    assert len(slice_name(first, 999)) <= 253
+    assert slice_name(first, 0) != slice_name(second, 0)
+
+
+def test_removal_deletes_every_slice() -> None:
+    assert plan_removal({"mesh-1": spec([]), "mesh-0": spec([])}).deletes == ("mesh-0", "mesh-1")
