@@ -25,6 +25,7 @@ from pydantic_core import core_schema
 
 from controller.models import GROUP, VERSION, IPsecNode, IPsecPolicy
 from controller.models import node as node_model
+from controller.models import peers as peers_model
 from controller.models import policy as policy_model
 
 JsonDict = dict[str, Any]
@@ -230,6 +231,7 @@ class ResourceInfo:
     singular: str
     short_names: list[str]
     columns: list[JsonDict] = field(default_factory=list)
+    status: bool = True  # has a status subresource
 
     @property
     def crd_name(self) -> str:
@@ -322,6 +324,36 @@ RESOURCES: tuple[ResourceInfo, ...] = (
         short_names=list(node_model.SHORT_NAMES),
         columns=node_columns(),
     ),
+    ResourceInfo(
+        model=peers_model.IPsecPeerSlice,
+        kind=peers_model.KIND,
+        plural=peers_model.PLURAL,
+        singular=peers_model.SINGULAR,
+        short_names=list(peers_model.SHORT_NAMES),
+        columns=[
+            {
+                "name": "Policy",
+                "type": "string",
+                "description": "IPsecPolicy the slice belongs to.",
+                "jsonPath": ".spec.policy",
+            },
+            {
+                "name": "Generation",
+                "type": "integer",
+                "description": "Policy generation published.",
+                "jsonPath": ".spec.policyGeneration",
+            },
+            {
+                "name": "Peers",
+                "type": "string",
+                "description": "Peer nodes in this slice.",
+                "jsonPath": ".spec.peers[*].node",
+                "priority": 1,
+            },
+            _AGE,
+        ],
+        status=False,
+    ),
 )
 
 
@@ -350,7 +382,7 @@ def crd(info: ResourceInfo) -> JsonDict:
                     "name": VERSION,
                     "served": True,
                     "storage": True,
-                    "subresources": {"status": {}},
+                    **({"subresources": {"status": {}}} if info.status else {}),
                     "additionalPrinterColumns": copy.deepcopy(info.columns),
                     "schema": {"openAPIV3Schema": open_api_schema(info.model)},
                 }

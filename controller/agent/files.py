@@ -1,8 +1,10 @@
 """Standalone mode: inputs from a policy file, status to a JSON file.
 
 The policy file is multi-document YAML with IPsecPolicies and the Secrets they reference (the
-same manifests ``kubectl apply`` takes). Without an API server there is no ``generation``
-counter: a policy's generation is its ``metadata.generation`` when the file sets one, else 1.
+same manifests ``kubectl apply`` takes), and optionally IPsecPeerSlice documents listing each
+policy's peers (without them, every peer is reached through the catch-all trap). Without an API
+server there is no ``generation`` counter: a policy's generation is its
+``metadata.generation`` when the file sets one, else 1.
 The file is watched by (inode, mtime, size), so both in-place edits and atomic renames count.
 """
 
@@ -34,10 +36,11 @@ def inputs_from_documents(
     docs: list[Any], node: NodeFacts, labels: Mapping[str, str]
 ) -> AgentInputs:
     """The policies of a manifest list that select this node, with their Secrets. Pure."""
+    from controller.agent.slices import peers_in_documents
     from controller.manifests import ManifestError, decode_secret, find_secret
     from controller.validation import validate_policy_body
 
-    errors: list[str] = []
+    peers, errors = peers_in_documents(d for d in docs if isinstance(d, dict))
     selected: list[PolicyInput] = []
     for index, doc in enumerate(docs):
         if not isinstance(doc, dict) or doc.get("kind") != "IPsecPolicy":
@@ -66,6 +69,7 @@ def inputs_from_documents(
                 generation=int(policy.metadata.generation or 1),
                 secret_data=data,
                 input_errors=input_errors,
+                peers=peers.get(policy.metadata.name, ()),
             )
         )
     return AgentInputs(node=node, node_labels=dict(labels), policies=tuple(selected),

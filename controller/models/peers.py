@@ -1,13 +1,14 @@
-"""IPsecPeerSlice: who an agent negotiates with, written only by the operator.
+"""IPsecPeerSlice: what agents enforce and with whom, written only by the operator.
 
 Agents need two things from the cluster: a policy's spec and its peers (the selected nodes
 that enforce it, with their addresses and identities). Neither may cost O(N) watch events per
 agent when one node's SA count changes, which a watch on IPsecPolicy would (its status changes
-with every aggregation). So the operator publishes, per policy, slices of at most a few hundred
-peers (the EndpointSlice pattern), rewritten only when the peer set, the policy's generation or
-its deletion changes. An agent watches slices; when a slice names a policy generation it has
-not read yet, it GETs that policy once. One node joining rewrites one slice: O(1) events per
-agent, whatever the cluster's size.
+with every aggregation). So the operator publishes, per policy, slices of at most a hundred
+peers (the EndpointSlice pattern), each carrying the last policy spec that passed validation,
+rewritten only when the peer set, that spec or the deletion state changes. Agents watch slices
+and never IPsecPolicies: one node joining rewrites one slice (one watch event per agent,
+whatever the cluster's size), and an invalid edit of a policy never reaches a node, which keeps
+enforcing the last good spec, also across agent restarts.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Literal
 from pydantic import Field
 
 from controller.models.common import ApiModel, ObjectMeta
+from controller.models.policy import IPsecPolicySpec
 
 KIND = "IPsecPeerSlice"
 PLURAL = "ipsecpeerslices"
@@ -38,8 +40,12 @@ class IPsecPeerSliceSpec(ApiModel):
 
     policy: str = Field(description="IPsecPolicy the slice belongs to.")
     policy_generation: int = Field(
-        description="The policy generation the operator published last; an agent reads the "
-        "policy again when this moves."
+        description="Generation of the policy whose spec this slice carries."
+    )
+    policy_spec: IPsecPolicySpec | None = Field(
+        default=None,
+        description="The last spec of the policy that passed validation (the operator always "
+        "sets it; a standalone policy file may leave it out next to its IPsecPolicy).",
     )
     deleting: bool = Field(
         default=False, description="The policy is being deleted: agents tear down its state."

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from controller.models.common import LabelSelector
 from controller.models.node import IPsecNode
 from controller.models.peers import IPsecPeerSliceSpec, Peer
+from controller.models.policy import IPsecPolicySpec
 
 SLICE_CAPACITY = 100
 _MAX_BASE = 240  # slice names are "<base>-<index>"; object names stay within 253 characters
@@ -82,23 +83,25 @@ class SlicePlan:
 def plan_slices(
     policy: str,
     generation: int,
+    spec: IPsecPolicySpec,
     deleting: bool,
     peers: Sequence[Peer],
     existing: Mapping[str, IPsecPeerSliceSpec],
     capacity: int = SLICE_CAPACITY,
 ) -> SlicePlan:
-    """The writes that make ``existing`` (this policy's slices by name) hold ``peers``.
+    """The writes that make ``existing`` (this policy's slices by name) carry ``spec`` at
+    ``generation`` (the last one that validated) and hold ``peers``.
 
-    Slice 0 always exists, even without peers: it is how agents learn of the policy and its
-    generation before any node enforces it.
+    Slice 0 always exists, even without peers: it is how agents learn of the policy before any
+    node enforces it.
     """
     wanted = {p.node: p for p in peers}
     members: dict[int, dict[str, Peer]] = {}
     foreign = [name for name in existing if _index(policy, name) is None]
-    for name, spec in existing.items():
+    for name, current in existing.items():
         index = _index(policy, name)
         if index is not None:
-            members[index] = {p.node: wanted[p.node] for p in spec.peers if p.node in wanted}
+            members[index] = {p.node: wanted[p.node] for p in current.peers if p.node in wanted}
     placed = {node for slice_members in members.values() for node in slice_members}
     members.setdefault(0, {})
     for node in sorted(set(wanted) - placed):
@@ -115,12 +118,12 @@ def plan_slices(
             if name in existing:
                 deletes.append(name)
             continue
-        spec = IPsecPeerSliceSpec(
-            policy=policy, policy_generation=generation, deleting=deleting,
+        content = IPsecPeerSliceSpec(
+            policy=policy, policy_generation=generation, policy_spec=spec, deleting=deleting,
             peers=[members[index][node] for node in sorted(members[index])],
         )
-        if existing.get(name) != spec:
-            upserts[name] = spec
+        if existing.get(name) != content:
+            upserts[name] = content
     return SlicePlan(upserts=upserts, deletes=tuple(sorted(deletes)))
 
 

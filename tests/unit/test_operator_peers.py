@@ -7,6 +7,7 @@ import pytest
 from controller.models.common import LabelSelector
 from controller.models.node import EnforcedPolicy, IPsecNode, IPsecNodeSpec, IPsecNodeStatus
 from controller.models.peers import IPsecPeerSliceSpec, Peer
+from controller.models.policy import IPsecPolicySpec
 from controller.operator.peers import (
     SlicePlan,
     plan_removal,
@@ -16,6 +17,10 @@ from controller.operator.peers import (
 )
 
 EVERY = LabelSelector()
+SPEC = IPsecPolicySpec.model_validate({
+    "ipsecSubnets": ["10.0.0.0/16"],
+    "credentials": {"secretRef": {"name": "c", "namespace": "n"}},
+})
 
 
 def ipsec_node(name: str, address: str, policy: str = "mesh") -> IPsecNode:
@@ -33,8 +38,8 @@ def peer(i: int) -> Peer:
 
 
 def spec(peers: list[Peer], generation: int = 1, deleting: bool = False) -> IPsecPeerSliceSpec:
-    return IPsecPeerSliceSpec(policy="mesh", policy_generation=generation, deleting=deleting,
-                              peers=peers)
+    return IPsecPeerSliceSpec(policy="mesh", policy_generation=generation, policy_spec=SPEC,
+                              deleting=deleting, peers=peers)
 
 
 def test_peers_are_selected_nodes_that_protect_an_address_for_the_policy() -> None:
@@ -53,64 +58,64 @@ def test_peers_are_selected_nodes_that_protect_an_address_for_the_policy() -> No
 
 
 def test_a_new_policy_gets_an_empty_first_slice() -> None:
-    plan = plan_slices("mesh", 1, False, [], {})
+    plan = plan_slices("mesh", 1, SPEC, False, [], {})
     assert plan == SlicePlan(upserts={"mesh-0": spec([])})
 
 
 def test_nothing_to_write_when_the_slices_already_hold_the_peers() -> None:
     peers = [peer(1), peer(2)]
-    assert plan_slices("mesh", 1, False, peers, {"mesh-0": spec(peers)}).empty
+    assert plan_slices("mesh", 1, SPEC, False, peers, {"mesh-0": spec(peers)}).empty
 
 
 @pytest.mark.parametrize(
     ("count", "slices"), [(0, 1), (1, 1), (100, 1), (101, 2), (250, 3), (1000, 10)]
 )
 def test_peers_fill_slices_of_at_most_the_capacity(count: int, slices: int) -> None:
-    plan = plan_slices("mesh", 1, False, [peer(i) for i in range(count)], {})
+    plan = plan_slices("mesh", 1, SPEC, False, [peer(i) for i in range(count)], {})
     assert len(plan.upserts) == slices
     assert all(len(s.peers) <= 100 for s in plan.upserts.values())
     assert sum(len(s.peers) for s in plan.upserts.values()) == count
 
 
 def test_a_joining_node_rewrites_exactly_one_slice() -> None:
-    existing = plan_slices("mesh", 1, False, [peer(i) for i in range(250)], {}).upserts
-    plan = plan_slices("mesh", 1, False, [peer(i) for i in range(251)], existing)
+    existing = plan_slices("mesh", 1, SPEC, False, [peer(i) for i in range(250)], {}).upserts
+    plan = plan_slices("mesh", 1, SPEC, False, [peer(i) for i in range(251)], existing)
     assert list(plan.upserts) == ["mesh-2"]  # the first slice with room
     assert plan.deletes == ()
 
 
 def test_a_leaving_node_rewrites_its_own_slice_and_no_other() -> None:
-    existing = plan_slices("mesh", 1, False, [peer(i) for i in range(250)], {}).upserts
+    existing = plan_slices("mesh", 1, SPEC, False, [peer(i) for i in range(250)], {}).upserts
     leaving = next(iter(existing["mesh-1"].peers)).node
     remaining = [peer(i) for i in range(250) if peer(i).node != leaving]
-    plan = plan_slices("mesh", 1, False, remaining, existing)
+    plan = plan_slices("mesh", 1, SPEC, False, remaining, existing)
     assert list(plan.upserts) == ["mesh-1"]
 
 
 def test_an_emptied_slice_is_deleted_but_the_first_slice_stays() -> None:
     existing = {"mesh-0": spec([peer(1)]), "mesh-1": spec([peer(2)])}
-    plan = plan_slices("mesh", 1, False, [], existing)
+    plan = plan_slices("mesh", 1, SPEC, False, [], existing)
     assert plan.deletes == ("mesh-1",)
     assert plan.upserts == {"mesh-0": spec([])}
 
 
 def test_a_new_generation_or_deletion_rewrites_every_slice() -> None:
-    existing = plan_slices("mesh", 1, False, [peer(i) for i in range(150)], {}).upserts
-    assert set(plan_slices("mesh", 2, False, [peer(i) for i in range(150)], existing).upserts) \
-        == {"mesh-0", "mesh-1"}
-    deleting = plan_slices("mesh", 1, True, [peer(i) for i in range(150)], existing)
+    existing = plan_slices("mesh", 1, SPEC, False, [peer(i) for i in range(150)], {}).upserts
+    bumped = plan_slices("mesh", 2, SPEC, False, [peer(i) for i in range(150)], existing)
+    assert set(bumped.upserts) == {"mesh-0", "mesh-1"}
+    deleting = plan_slices("mesh", 1, SPEC, True, [peer(i) for i in range(150)], existing)
     assert all(s.deleting for s in deleting.upserts.values())
 
 
 def test_a_peer_whose_address_changed_is_rewritten_in_place() -> None:
     existing = {"mesh-0": spec([peer(1)]), "mesh-1": spec([peer(2)])}
     moved = Peer(node=peer(2).node, address="10.9.9.9")
-    plan = plan_slices("mesh", 1, False, [peer(1), moved], existing)
+    plan = plan_slices("mesh", 1, SPEC, False, [peer(1), moved], existing)
     assert plan.upserts == {"mesh-1": spec([moved])}
 
 
 def test_slices_with_names_the_operator_would_not_give_are_deleted() -> None:
-    plan = plan_slices("mesh", 1, False, [], {"mesh-0": spec([]), "stray": spec([])})
+    plan = plan_slices("mesh", 1, SPEC, False, [], {"mesh-0": spec([]), "stray": spec([])})
     assert plan.deletes == ("stray",)
 
 
