@@ -62,6 +62,8 @@ class PolicyFacts:
     deleting: bool = False
     # Problems in the policy body found by the shared validation library (errors only).
     spec_errors: tuple[str, ...] = ()
+    # (node, peer) pairs without an installed CHILD_SA for longer than the grace period.
+    overdue_pairs: tuple[tuple[str, str], ...] = ()
 
 
 def selected_nodes(selector: LabelSelector, nodes: Mapping[str, Mapping[str, str]]) -> list[str]:
@@ -105,6 +107,8 @@ def node_row(
         generation=entry.generation if entry else None,
         established_sas=len(sas),
         peers=peers,
+        expected_peers=entry.expected_peers if entry else 0,
+        established_peers=entry.established_peers if entry else 0,
         last_change=None,
         message=message,
     )
@@ -126,6 +130,17 @@ def set_condition(
         type=type_, status=status, reason=reason, message=message,
         last_transition_time=since, observed_generation=generation,
     )
+
+
+def missing_pairs(policy: str, ipsec_nodes: Mapping[str, IPsecNode],
+                  selected: Sequence[str]) -> list[tuple[str, str]]:
+    """(node, peer) pairs that a selected node reports without an installed CHILD_SA."""
+    pairs: list[tuple[str, str]] = []
+    for name in selected:
+        entry = _entry(ipsec_nodes.get(name), policy)
+        if entry is not None:
+            pairs.extend((name, peer) for peer in entry.missing_peers)
+    return pairs
 
 
 def _names(names: Sequence[str], limit: int = 5) -> str:
@@ -200,6 +215,12 @@ def compute_status(
     ]
     if policy.spec_errors:
         degraded = cond(DEGRADED, "True", "InvalidSpec", "; ".join(policy.spec_errors))
+    elif policy.overdue_pairs:
+        pairs = [f"{a} -> {b}" for a, b in policy.overdue_pairs]
+        degraded = cond(
+            DEGRADED, "True", "PeersMissing",
+            f"no SA between {_names(pairs)} for longer than the grace period",
+        )
     elif overlaps:
         degraded = cond(
             DEGRADED, "True", "SubnetOverlap", "; ".join(o.describe() for o in overlaps)
@@ -212,8 +233,10 @@ def compute_status(
     else:
         degraded = cond(DEGRADED, "False", "AsExpected", "no node reports errors")
 
-    # Ready: credentials valid and every selected node enforces the current generation.
+    # Ready: credentials valid, every selected node enforces the current generation, and each
+    # holds an SA with every peer it expects (the mesh is up before traffic needs it).
     not_ready = [row.name for row in rows if not row.enforcing]
+    incomplete = [row for row in rows if row.established_peers < row.expected_peers]
     if policy.deleting:
         ready = cond(READY, "False", "Deleting", "waiting for the agents to tear down")
     elif policy.spec_errors:
@@ -234,10 +257,19 @@ def compute_status(
             f"{summary.ready} nodes enforce generation {policy.generation}; "
             f"not yet: {_names(not_ready)}",
         )
+    elif incomplete:
+        missing = sum(row.expected_peers - row.established_peers for row in incomplete)
+        ready = cond(
+            READY, "False", "PeersConnecting",
+            f"all {len(rows)} selected nodes enforce generation {policy.generation}; "
+            f"{missing} node-to-peer SA(s) not up yet on {_names([r.name for r in incomplete])}",
+        )
     else:
         ready = cond(
             READY, "True", "AllNodesEnforcing",
-            f"all {len(rows)} selected nodes enforce generation {policy.generation}",
+            f"all {len(rows)} selected nodes enforce generation {policy.generation}"
+            + (f" with SAs to all their peers ({sum(r.expected_peers for r in rows)})"
+               if any(r.expected_peers for r in rows) else ""),
         )
 
     return IPsecPolicyStatus(

@@ -16,6 +16,7 @@ from controller.operator.status import (
     compute_status,
     condition,
     invalid_body_status,
+    missing_pairs,
 )
 
 T0 = "2026-01-01T00:00:00Z"
@@ -224,3 +225,48 @@ def test_unparsable_body_is_degraded_and_keeps_the_previous_rows() -> None:
     assert conditions(bad)["Ready"] == ("False", "InvalidSpec")
     assert bad.nodes == good.nodes
     assert bad.observed_generation == 3
+
+
+def meshed(name: str, expected: int, missing: list[str]) -> IPsecNode:
+    return IPsecNode.model_validate({
+        "metadata": {"name": name},
+        "status": {"policies": [{
+            "name": "mesh", "generation": 2, "address": "10.0.0.1",
+            "expectedPeers": expected, "establishedPeers": expected - len(missing),
+            "missingPeers": missing,
+        }]},
+    })
+
+
+def test_ready_waits_until_every_node_holds_an_sa_with_every_peer() -> None:
+    nodes = {"node-1": meshed("node-1", 1, ["node-2"]), "node-2": meshed("node-2", 1, [])}
+    status = compute_status(policy(role="worker"), VALID, NODES, nodes, [], None, T0)
+    assert conditions(status)["Ready"] == ("False", "PeersConnecting")
+    assert conditions(status)["Degraded"] == ("False", "AsExpected")  # within the grace period
+    rows = {r.name: (r.expected_peers, r.established_peers) for r in status.nodes}
+    assert rows == {"node-1": (1, 0), "node-2": (1, 1)}
+    nodes["node-1"] = meshed("node-1", 1, [])
+    status = compute_status(policy(role="worker"), VALID, NODES, nodes, [], status, T1)
+    assert conditions(status)["Ready"] == ("True", "AllNodesEnforcing")
+    ready = condition(status, "Ready")
+    assert ready is not None
+    assert ready.message.endswith("with SAs to all their peers (2)")
+
+
+def test_a_pair_missing_past_the_grace_period_is_degraded_and_named() -> None:
+    nodes = {"node-1": meshed("node-1", 1, ["node-2"]), "node-2": meshed("node-2", 1, [])}
+    facts = PolicyFacts(name="mesh", generation=2,
+                        selector=LabelSelector(match_labels={"role": "worker"}),
+                        overdue_pairs=(("node-1", "node-2"),))
+    status = compute_status(facts, VALID, NODES, nodes, [], None, T0)
+    degraded = condition(status, "Degraded")
+    assert degraded is not None
+    assert (degraded.status, degraded.reason) == ("True", "PeersMissing")
+    assert "node-1 -> node-2" in degraded.message
+
+
+def test_missing_pairs_are_read_from_the_selected_nodes_reports() -> None:
+    nodes = {"node-1": meshed("node-1", 2, ["node-2", "node-3"]),
+             "node-9": meshed("node-9", 1, ["node-1"])}
+    assert missing_pairs("mesh", nodes, ["node-1", "node-2"]) == [
+        ("node-1", "node-2"), ("node-1", "node-3")]
