@@ -1,11 +1,13 @@
-"""charon's IKE events (failures, rekeys) for the agent's metrics, on their own VICI connection.
+"""charon's IKE events, on their own VICI connection: for the metrics, and to wake the loop.
 
 Reconcile passes see only the SAs that exist at the time of a pass; a negotiation that failed
 or a rekey that happened between two passes leaves no trace there. charon announces both as
-VICI events, so a listener registered for ``ike-updown``, ``ike-rekey`` and ``child-rekey``
-counts them as they happen. It runs in a daemon thread on a connection of its own (a VICI
-session that is listening cannot send commands, and the reconcile pass must never wait for
-it), and reconnects when charon restarts: the old connection breaks, the socket re-appears.
+VICI events, so a listener registered for ``ike-updown``, ``child-updown``, ``ike-rekey`` and
+``child-rekey`` counts them as they happen, and an SA going up or down asks the agent for a
+pass at once (a peer's SA came up: report it; it went down: initiate again). It runs in a
+daemon thread on a connection of its own (a VICI session that is listening cannot send
+commands, and the reconcile pass must never wait for it), and reconnects when charon
+restarts: the old connection breaks, the socket re-appears.
 What an event means is decided by ``controller.metrics.classify_vici_event``.
 """
 
@@ -20,7 +22,8 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
-EVENTS = ("ike-updown", "ike-rekey", "child-rekey")
+EVENTS = ("ike-updown", "child-updown", "ike-rekey", "child-rekey")
+UPDOWN = frozenset({"ike-updown", "child-updown"})
 RETRY_SECONDS = 1.0
 IDLE_SECONDS = 1.0  # how often an idle listener looks at its stop flag
 

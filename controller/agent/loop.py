@@ -2,9 +2,10 @@
 
 A pass runs at start (adopting whatever the node already holds), whenever an input may have
 changed, when charon's VICI socket is re-created (charon restarted and lost its
-configuration), when the kernel announces an xfrm policy change (someone flushed them), on
-SIGHUP, and every ``resync_seconds`` to repair any other drift. After a failed pass (charon
-unreachable) the next one comes sooner.
+configuration), when the kernel announces an xfrm policy change (someone flushed them), when
+charon announces an IKE_SA or CHILD_SA going up or down (``wake``, set from the event
+listener), when an initiation's back-off runs out, on SIGHUP, and every ``resync_seconds`` to
+repair any other drift. After a failed pass (charon unreachable) the next one comes sooner.
 
 Exiting (SIGTERM, SIGINT, a crash) tears nothing down: SAs, trap connections and xfrm policies
 stay, so traffic is not interrupted by restarts or upgrades. Tear-down happens only as a
@@ -108,11 +109,14 @@ async def run_loop(
     policy_events: socket.socket | None = None,
     stop: asyncio.Event | None = None,
     stats: LoopStats | None = None,
+    wake: asyncio.Event | None = None,
 ) -> None:
-    """Run passes until ``stop`` is set (or SIGTERM/SIGINT). ``run_pass`` runs in a thread."""
+    """Run passes until ``stop`` is set (or SIGTERM/SIGINT). ``run_pass`` runs in a thread.
+
+    ``wake``, set by anyone (thread-safely via the loop), asks for a pass now."""
     stop = stop or asyncio.Event()
     stats = stats or LoopStats()
-    wake = asyncio.Event()
+    wake = wake or asyncio.Event()
     loop = asyncio.get_running_loop()
     handlers = []
     for sig, event in ((signal.SIGHUP, wake), (signal.SIGTERM, stop), (signal.SIGINT, stop)):
@@ -145,6 +149,8 @@ async def run_loop(
             except Exception as exc:  # reporting must never stop enforcement
                 log.warning("reporting status failed: %s", exc)
             delay = resync_seconds if result.charon_ok else min(RETRY_SECONDS, resync_seconds)
+            if result.retry_in is not None:
+                delay = min(delay, result.retry_in)
             await _wait_for_trigger(source, wake, stop, delay)
     finally:
         for watcher in watchers:

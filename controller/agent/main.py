@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 from controller.agent.interfaces import AgentInputs, InputSource, Reporter
 from controller.agent.loop import run_loop, socket_path
@@ -64,27 +66,22 @@ def _nothing() -> None:
 
 
 def _metrics(
-    port: int, vici_socket: Path | None
-) -> tuple[Callable[[PassResult, Reconciler], None] | None, Callable[[], None]]:
+    port: int,
+) -> tuple[Callable[[PassResult, Reconciler], None] | None,
+           Callable[[str, Mapping[str, Any]], None] | None]:
     """Serve Prometheus metrics on ``port`` (0: off). Returns a callable that records a pass
-    and one that stops the listener counting charon's IKE failures and rekeys."""
+    and one that counts charon's IKE failures and rekeys from its events."""
     if not port:
-        return None, _nothing
+        return None, None
     from datetime import UTC, datetime
 
     from cryptography import x509
 
-    from controller.agent.events import EventListener, vici_subscription
     from controller.metrics import AgentMetrics, serve
 
     metrics = AgentMetrics()
     serve(metrics.registry, port)
     log.info("metrics on port %d", port)
-    stop_events = _nothing
-    if vici_socket is not None:
-        listener = EventListener(vici_subscription(str(vici_socket)), metrics.observe_event)
-        listener.start()
-        stop_events = listener.stop
 
     def observe(result: PassResult, reconciler: Reconciler) -> None:
         metrics.reconcile_duration.observe(result.seconds)
@@ -98,7 +95,29 @@ def _metrics(
         }
         metrics.observe_certificates(expiry, datetime.now(UTC))
 
-    return observe, stop_events
+    return observe, metrics.observe_event
+
+
+def _listen_to_charon(
+    vici_socket: Path | None, wake: asyncio.Event,
+    count: Callable[[str, Mapping[str, Any]], None] | None,
+) -> Callable[[], None]:
+    """charon's events: counted for the metrics, and an SA up or down wakes the loop."""
+    if vici_socket is None:
+        return _nothing
+    from controller.agent.events import UPDOWN, EventListener, vici_subscription
+
+    loop = asyncio.get_running_loop()
+
+    def on_event(event_type: str, message: Mapping[str, Any]) -> None:
+        if count is not None:
+            count(event_type, message)
+        if event_type in UPDOWN:
+            loop.call_soon_threadsafe(wake.set)
+
+    listener = EventListener(vici_subscription(str(vici_socket)), on_event)
+    listener.start()
+    return listener.stop
 
 
 async def run_agent(args: argparse.Namespace) -> int:
@@ -114,7 +133,9 @@ async def run_agent(args: argparse.Namespace) -> int:
         source, reporter = make_kube_io(args.node, args.kubeconfig)
         mode = "cluster"
     sock = socket_path(args.vici)
-    observe, stop_events = _metrics(args.metrics_port, sock)
+    observe, count_event = _metrics(args.metrics_port)
+    wake = asyncio.Event()
+    stop_events = _listen_to_charon(sock, wake, count_event)
 
     xfrm = Xfrm()
     reconciler = Reconciler(lambda: Charon(args.vici), xfrm)
@@ -140,7 +161,7 @@ async def run_agent(args: argparse.Namespace) -> int:
         events = None
     try:
         await run_loop(source, reporter, run_pass, resync_seconds=args.resync_seconds,
-                       charon_socket=sock, policy_events=events)
+                       charon_socket=sock, policy_events=events, wake=wake)
     finally:
         stop_events()
         reconciler.close()

@@ -162,6 +162,8 @@ class PassResult:
     charon_changed: bool
     charon_ok: bool
     stale_deleted: int = 0
+    # seconds until an initiation back-off runs out (None: no peer waits for one)
+    retry_in: float | None = None
 
 
 def now_rfc3339() -> str:
@@ -231,6 +233,7 @@ class Reconciler:
             charon_changed=charon_changed,
             charon_ok=charon_ok,
             stale_deleted=stale,
+            retry_in=self._next_attempt_in(desired, sas),
         )
 
     def _apply_kernel(self, desired: DesiredNode, errors: list[str]) -> int:
@@ -300,6 +303,17 @@ class Reconciler:
                 charon.terminate_ike(ike_id)
             except Exception as exc:
                 log.warning("closing IKE_SA #%s failed: %s", ike_id, exc)
+
+    def _next_attempt_in(
+        self, desired: DesiredNode, sas: Sequence[SecurityAssociation]
+    ) -> float | None:
+        """When the loop should come back for an initiation that is due later."""
+        waiting = [
+            self._attempts[link.connection].next_at
+            for link in desired.charon.links
+            if link.connection in self._attempts and not installed(sas, link.connection)
+        ]
+        return max(0.0, min(waiting) - self._clock()) if waiting else None
 
     def _remove_stale(self, states: list[XfrmState], sas: list[SecurityAssociation]) -> int:
         """Delete owned SAs charon does not know, once they were stale on two passes in a row."""

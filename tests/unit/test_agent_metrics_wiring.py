@@ -33,23 +33,20 @@ def _scrape(port: int) -> str:
 
 
 def test_metrics_port_zero_serves_nothing_and_records_nothing() -> None:
-    observe, stop = _metrics(0, None)
+    observe, count = _metrics(0)
     assert observe is None
-    stop()
+    assert count is None
 
 
 def test_each_pass_updates_sas_durations_and_errors_on_the_served_endpoint() -> None:
     port = _free_port()
-    observe, stop = _metrics(port, None)
+    observe, _ = _metrics(port)
     assert observe is not None
     reconciler = cast(Reconciler, SimpleNamespace(last_good={}))
-    try:
-        observe(_pass(["INSTALLED", "INSTALLED", "REKEYED"], [], 0.02), reconciler)
-        first = _scrape(port)
-        observe(_pass([], ["charon: down"], 0.5), reconciler)
-        second = _scrape(port)
-    finally:
-        stop()
+    observe(_pass(["INSTALLED", "INSTALLED", "REKEYED"], [], 0.02), reconciler)
+    first = _scrape(port)
+    observe(_pass([], ["charon: down"], 0.5), reconciler)
+    second = _scrape(port)
     assert 'strongmesh_sas{policy="mesh",state="INSTALLED"} 2.0' in first
     assert 'strongmesh_sas{policy="mesh",state="REKEYED"} 1.0' in first
     assert "strongmesh_reconcile_errors_total 0.0" in first

@@ -183,7 +183,8 @@ def test_notes_tell_how_to_apply_a_policy_and_read_status() -> None:
 
 def test_chart_installs_the_generated_crds() -> None:
     crds = {c["metadata"]["name"]: c for c in of_kind(render(), "CustomResourceDefinition")}
-    assert set(crds) == {"ipsecpolicies.strongmesh.io", "ipsecnodes.strongmesh.io"}
+    assert set(crds) == {"ipsecpolicies.strongmesh.io", "ipsecnodes.strongmesh.io",
+                         "ipsecpeerslices.strongmesh.io"}
     for name, crd in crds.items():
         on_disk = yaml.safe_load((ROOT / "crds" / f"{name}.yaml").read_text())
         assert crd["spec"] == on_disk["spec"]

@@ -50,6 +50,9 @@ class LabOptions:
     charon_log_level: int = 1
     static_bypass: list[str] = field(default_factory=list)
     static_level: str = "required"
+    # standalone mode: list every lab node as a peer in the policy file (False: the agents
+    # know no peer and reach each other through the catch-all trap)
+    standalone_peers: bool = True
 
 
 class LabError(RuntimeError):
@@ -78,6 +81,25 @@ def acq_expires(path: Path) -> int | None:
         if d.get("kind") == "IPsecPolicy"
     ]
     return min(values, default=None)
+
+
+def with_lab_peers(text: str, nodes: int) -> str:
+    """A standalone policy file plus, per IPsecPolicy, an IPsecPeerSlice listing every lab node
+    (what a plain-VM deployment lists for its hosts, as BOSH knew every VM of the add-on)."""
+    docs = [d for d in yaml.safe_load_all(text) if isinstance(d, dict)]
+    peers = [{"node": f"node-{i}", "address": f"10.77.0.{i}"} for i in range(1, nodes + 1)]
+    for doc in list(docs):
+        if doc.get("kind") == "IPsecPolicy":
+            name = str((doc.get("metadata") or {}).get("name"))
+            docs.append({
+                "apiVersion": "strongmesh.io/v1alpha1", "kind": "IPsecPeerSlice",
+                "metadata": {"name": f"{name}-lab-peers"},
+                "spec": {"policy": name,
+                         "policyGeneration": int((doc.get("metadata") or {}).get("generation")
+                                                 or 1),
+                         "peers": peers},
+            })
+    return yaml.safe_dump_all(docs, sort_keys=False)
 
 
 def manifest_documents(path: Path) -> list[dict[str, Any]]:
@@ -190,7 +212,11 @@ def _boot_and_report(options: LabOptions, workdir: Path, cluster: Any) -> dict[s
         if options.mode != "static":
             if options.policy is None:
                 raise LabError("--policy is required")
-            shutil.copyfile(options.policy, workdir / "policy.yaml")
+            if options.mode == "standalone" and options.standalone_peers:
+                (workdir / "policy.yaml").write_text(
+                    with_lab_peers(options.policy.read_text(), options.nodes))
+            else:
+                shutil.copyfile(options.policy, workdir / "policy.yaml")
             expected = policy_generations(options.policy)
             config["policy"] = "/mnt/lab/policy.yaml"
             config["strongswan_confs"] = strongswan_confs(
