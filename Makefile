@@ -10,7 +10,7 @@ LOCK   := requirements/dev.txt
 UV_VERSION := 0.13.8
 
 .PHONY: help venv system-deps lint typecheck test test-unit test-api test-integration test-lab \
-        test-latest lock lock-upgrade demo crds bench clean
+        test-latest lock lock-upgrade demo crds bench clean image test-image
 
 help:
 	@echo "make demo   - boot the kernel lab (3 nodes, examples/) and print the report"
@@ -18,6 +18,8 @@ help:
 	@echo "              (tiers alone: test-unit, test-api, test-integration, test-lab)"
 	@echo "make crds   - regenerate crds/ from controller/models"
 	@echo "make bench  - run the benchmarks in hack/ and print their figures"
+	@echo "make image  - build localhost/strongmesh:<version> with buildah (hack/build-image, no registry)"
+	@echo "              make test-image builds it and runs its entry points (not part of make test)"
 	@echo "make test-latest - unit + API tiers on the newest versions pyproject.toml allows"
 	@echo "make lock   - rewrite requirements/*.txt after a change to pyproject.toml"
 	@echo "make lock-upgrade - move the lock to the newest versions (after test-latest passes)"
@@ -74,7 +76,7 @@ lint: venv
 	$(PY) hack/gen-crds --check
 
 typecheck: venv
-	$(VENV)/bin/mypy controller tests hack/gen-crds
+	$(VENV)/bin/mypy controller tests hack/gen-crds hack/labkit
 
 crds: venv
 	$(PY) hack/gen-crds
@@ -91,11 +93,18 @@ test-integration: venv system-deps
 test-lab: venv system-deps
 	$(VENV)/bin/pytest -q tests/lab
 
+# The image tier: builds the image with hack/build-image if it is missing or out of date.
+test-image: venv system-deps
+	$(VENV)/bin/pytest -q tests/image
+
 test: venv system-deps lint typecheck
 	$(VENV)/bin/pytest -q tests
 
 demo: venv system-deps
 	$(PY) hack/lab demo
+
+image:
+	hack/build-image
 
 bench: venv system-deps
 	$(PY) hack/bench-lab --mode standalone

@@ -36,6 +36,15 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "vici",
 )
 
+# swanctl's own plugins (it only parses files and talks VICI). Without a list it tries its
+# compiled-in default, which names plugins Debian ships in packages strongmesh does not
+# install: every swanctl call (the chart's probes, `kubectl exec ... swanctl`) would then print
+# a dozen "plugin ... failed to load" lines. The list is swanctl's, so charon's restricted set
+# (load_modular, no "experts only" warning) is unaffected.
+SWANCTL_PLUGINS: tuple[str, ...] = (
+    "pem", "pkcs1", "pkcs8", "x509", "revocation", "constraints", "pubkey", "openssl", "random",
+)
+
 _NAME = re.compile(r"^[A-Za-z0-9_-]+$")
 
 
@@ -138,4 +147,5 @@ def render_strongswan_conf(
     for key, value in sorted((extra or {}).items()):
         _set(charon, key, value)
     header = "# rendered by strongmesh (controller/strongswan/conf.py); no includes, on purpose."
-    return "\n".join([header, *_lines({"charon": charon}, 0), ""])
+    swanctl: Tree = {"load": " ".join(SWANCTL_PLUGINS)}
+    return "\n".join([header, *_lines({"charon": charon, "swanctl": swanctl}, 0), ""])

@@ -34,8 +34,14 @@ def parse(text: str) -> dict[str, Any]:
 
 def charon(**kwargs: Any) -> dict[str, Any]:
     conf = parse(render_strongswan_conf(vici_socket="/run/strongmesh/charon.vici", **kwargs))
-    assert list(conf) == ["charon"]
+    assert list(conf) == ["charon", "swanctl"]
     return conf["charon"]  # type: ignore[no-any-return]
+
+
+def test_swanctl_loads_only_what_it_uses_so_probes_print_no_plugin_warnings() -> None:
+    conf = parse(render_strongswan_conf(vici_socket="/run/strongmesh/charon.vici"))
+    assert conf["swanctl"] == {"load": "pem pkcs1 pkcs8 x509 revocation constraints pubkey "
+                                       "openssl random"}
 
 
 def test_plugins_are_chosen_per_plugin_so_charon_prints_no_expert_warning() -> None:
