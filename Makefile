@@ -2,6 +2,8 @@
 # Both set up what they need on a fresh machine: Debian packages (as root) and a virtualenv.
 
 PYTHON ?= python3
+# Go's usual install location, for shells whose PATH lacks it (Go builds the control plane)
+export PATH := $(PATH):/usr/local/go/bin
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
@@ -9,7 +11,7 @@ LOCK   := requirements/dev.txt
 # `make lock` only: the tool that writes the locks (pip alone installs from them)
 UV_VERSION := 0.13.8
 
-.PHONY: help venv system-deps lint typecheck test test-unit test-api test-integration test-lab \
+.PHONY: help venv system-deps control-plane lint typecheck test test-unit test-api test-integration test-lab \
         test-latest lock lock-upgrade demo crds bench clean image test-image
 
 help:
@@ -57,7 +59,7 @@ lock-upgrade:
 # Newest releases, met on purpose: a separate virtualenv resolved from pyproject.toml's ranges
 # (not the lock), then the unit and API tiers. It prints what differs from the lock first.
 VENV_LATEST := .venv-latest
-test-latest:
+test-latest: control-plane
 	rm -rf $(VENV_LATEST)
 	$(PYTHON) -m venv $(VENV_LATEST)
 	$(VENV_LATEST)/bin/pip install -q --disable-pip-version-check --upgrade pip
@@ -68,6 +70,11 @@ test-latest:
 
 system-deps:
 	hack/install-system-deps
+
+# kube-apiserver, kubectl and etcd from the Go modules pinned in hack/kube (cached after the
+# first build, which takes minutes and prints its progress)
+control-plane: venv
+	$(PY) hack/control-plane build
 
 lint: venv
 	$(VENV)/bin/ruff check controller tests hack hack/gen-crds hack/lab hack/make-certs hack/lock-drift
@@ -84,29 +91,29 @@ crds: venv
 test-unit: venv
 	$(VENV)/bin/pytest -q tests/unit
 
-test-api: venv
+test-api: venv control-plane
 	$(VENV)/bin/pytest -q tests/api
 
 test-integration: venv system-deps
 	$(VENV)/bin/pytest -q tests/integration
 
-test-lab: venv system-deps
+test-lab: venv system-deps control-plane
 	$(VENV)/bin/pytest -q tests/lab
 
 # The image tier: builds the image with hack/build-image if it is missing or out of date.
 test-image: venv system-deps
 	$(VENV)/bin/pytest -q tests/image
 
-test: venv system-deps lint typecheck
+test: venv system-deps control-plane lint typecheck
 	$(VENV)/bin/pytest -q tests
 
-demo: venv system-deps
+demo: venv system-deps control-plane
 	$(PY) hack/lab demo
 
 image:
 	hack/build-image
 
-bench: venv system-deps
+bench: venv system-deps control-plane
 	$(PY) hack/bench-lab --mode standalone
 	$(PY) hack/bench-lab --mode cluster
 	$(PY) hack/bench-agent
