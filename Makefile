@@ -114,8 +114,7 @@ image:
 	hack/build-image
 
 bench: venv system-deps control-plane
-	$(PY) hack/bench-lab --mode standalone
-	$(PY) hack/bench-lab --mode cluster
+	$(PY) hack/bench-lab
 	$(PY) hack/bench-agent
 
 clean:
