@@ -22,6 +22,7 @@ its own certificates, and its trust anchors stay loaded as authorities.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from collections.abc import Mapping
@@ -109,19 +110,27 @@ class CharonPlan:
         return "; ".join(parts) or "nothing to do"
 
 
-def _canonical(value: Any) -> Any:
+@functools.lru_cache(maxsize=256)
+def _sha256(value: bytes) -> str:
+    """Certificates recur in every connection of a policy (one per peer): hash each once."""
+    return hashlib.sha256(value).hexdigest()
+
+
+def _bytes_digest(value: Any) -> Any:
     if isinstance(value, bytes | bytearray):
-        return {"sha256": hashlib.sha256(value).hexdigest()}
+        return {"sha256": _sha256(bytes(value))}
     if isinstance(value, Mapping):
-        return {str(k): _canonical(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_canonical(v) for v in value]
-    return str(value)
+        return dict(value)
+    if isinstance(value, tuple):
+        return list(value)
+    raise TypeError(f"cannot fingerprint {type(value).__name__}")
 
 
 def conn_fingerprint(body: Mapping[str, Any]) -> str:
-    """SHA-256 of a load-conn body in canonical form (key order and str/int do not matter)."""
-    text = json.dumps(_canonical(body), sort_keys=True, separators=(",", ":"))
+    """SHA-256 of a load-conn body in canonical form (key order does not matter; certificates
+    count by their digest). json's C encoder walks the body: an agent with a thousand peers
+    fingerprints a thousand connections on every pass."""
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"), default=_bytes_digest)
     return hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -147,7 +156,10 @@ def _wanted_cert_names(desired: DesiredCharon) -> frozenset[str]:
 
 def plan_changes(desired: DesiredCharon, actual: ActualCharon) -> CharonPlan:
     """The difference, and nothing else: an empty plan when charon already holds ``desired``."""
-    fingerprints = {name: conn_fingerprint(body) for name, body in desired.connections.items()}
+    fingerprints = {
+        name: desired.fingerprints.get(name) or conn_fingerprint(body)
+        for name, body in desired.connections.items()
+    }
     load_conns = {
         name: desired.connections[name]
         for name in sorted(desired.connections)

@@ -25,6 +25,7 @@ certificate VICI can unload one by one).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import ipaddress
 from collections.abc import Mapping, Sequence
@@ -85,6 +86,8 @@ class DesiredCharon:
     links: tuple[PeerLink, ...] = ()
     # policy name -> the node address its connections use
     addresses: Mapping[str, str] = field(default_factory=dict)
+    # connection name -> conn_fingerprint of its body, when render computed it already
+    fingerprints: Mapping[str, str] = field(default_factory=dict)
 
 
 def conn_name(policy_name: str, peer: str | None = None) -> str:
@@ -102,6 +105,7 @@ def policy_of_conn(name: str) -> str | None:
     return name[len(CONN_PREFIX) :].split(PEER_SEPARATOR, 1)[0]
 
 
+@functools.lru_cache(maxsize=256)
 def _digest(der: bytes) -> str:
     return hashlib.sha256(der).hexdigest()[:24]
 
@@ -139,7 +143,9 @@ class _Creds:
     cas: tuple[bytes, ...]
 
 
+@functools.lru_cache(maxsize=32)
 def _parse_credentials(creds: NodeCredentials) -> _Creds:
+    """Parsed once per distinct Secret content (a pass re-renders with the same one)."""
     key = serialization.load_pem_private_key(creds.key_pem.encode(), password=None)
     spki = key.public_key().public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
@@ -178,9 +184,48 @@ def _seconds(duration: str) -> str:
     return f"{duration_seconds(duration)}s"
 
 
+@functools.lru_cache(maxsize=4096)
 def _host_prefix(address: str) -> str:
     ip = ipaddress.ip_address(address)
     return f"{ip}/{ip.max_prefixlen}"
+
+
+@dataclass(frozen=True)
+class _Template:
+    """Everything of a policy's connections but the peer: the same for all of them."""
+
+    version: str
+    address: str
+    subnets: tuple[str, ...]
+    ike_proposals: tuple[str, ...]
+    esp_proposals: tuple[str, ...]
+    ike_rekey: str
+    esp_rekey: str
+    dpd_delay: str
+    dpd_action: str
+    encap: str
+    cert: bytes
+    cas: tuple[bytes, ...]
+    reqid: int
+
+
+def _template(spec: IPsecPolicySpec, address: str, cert: bytes, cas: Sequence[bytes],
+              reqid: int) -> _Template:
+    return _Template(
+        version=str(spec.ike.version),
+        address=address,
+        subnets=tuple(str(ipaddress.ip_network(s, strict=False)) for s in spec.ipsec_subnets),
+        ike_proposals=tuple(proposals(spec.ike.proposals)),
+        esp_proposals=tuple(proposals(spec.esp.proposals)),
+        ike_rekey=_seconds(spec.ike.rekey_time),
+        esp_rekey=_seconds(spec.esp.rekey_time),
+        dpd_delay=_seconds(spec.ike.dpd_delay),
+        dpd_action=spec.ike.dpd_action,
+        encap="yes" if spec.force_udp_encapsulation else "no",
+        cert=cert,
+        cas=tuple(cas),
+        reqid=reqid,
+    )
 
 
 def render_connection(
@@ -196,37 +241,52 @@ def render_connection(
     connection has no trap and no start action: the agent initiates it (or waits for the peer
     to), and charon prefers it for that peer's IKE_SA_INIT because its address matches exactly.
     """
+    template = _template(spec, address, cert, cas, reqid)
+    body, _ = _connection(template, name, peer.address if peer is not None else None)
+    return body
+
+
+@functools.lru_cache(maxsize=16384)
+def _connection(template: _Template, name: str, peer: str | None) -> tuple[dict[str, Any], str]:
+    """A connection's body and fingerprint, computed once per distinct input: an agent with a
+    thousand peers re-renders them on every pass, nearly always to the same result. Callers
+    must not change the body (it is shared with later passes)."""
     if peer is None:
-        remote = [str(ipaddress.ip_network(s, strict=False)) for s in spec.ipsec_subnets]
+        remote = list(template.subnets)
+        remote_addrs = remote
         start_action = "trap"
     else:
-        remote = [_host_prefix(peer.address)]
+        remote = [_host_prefix(peer)]
+        remote_addrs = [peer]
         start_action = "none"
     child: dict[str, Any] = {
         "mode": "transport",
         "start_action": start_action,
         "policies": "no",
-        "reqid": str(reqid),
-        "esp_proposals": proposals(spec.esp.proposals),
-        "rekey_time": _seconds(spec.esp.rekey_time),
-        "dpd_action": spec.ike.dpd_action,
-        "local_ts": [_host_prefix(address)],
+        "reqid": str(template.reqid),
+        "esp_proposals": list(template.esp_proposals),
+        "rekey_time": template.esp_rekey,
+        "dpd_action": template.dpd_action,
+        "local_ts": [_host_prefix(template.address)],
         "remote_ts": remote,
     }
-    return {
-        "version": str(spec.ike.version),
-        "local_addrs": [address],
-        "remote_addrs": [peer.address] if peer is not None else remote,
-        "proposals": proposals(spec.ike.proposals),
-        "rekey_time": _seconds(spec.ike.rekey_time),
-        "dpd_delay": _seconds(spec.ike.dpd_delay),
-        "encap": "yes" if spec.force_udp_encapsulation else "no",
+    body = {
+        "version": template.version,
+        "local_addrs": [template.address],
+        "remote_addrs": remote_addrs,
+        "proposals": list(template.ike_proposals),
+        "rekey_time": template.ike_rekey,
+        "dpd_delay": template.dpd_delay,
+        "encap": template.encap,
         "mobike": "no",
         "send_cert": "always",
-        "local": {"auth": "pubkey", "certs": [cert]},
-        "remote": {"auth": "pubkey", "id": "%any", "cacerts": list(cas)},
+        "local": {"auth": "pubkey", "certs": [template.cert]},
+        "remote": {"auth": "pubkey", "id": "%any", "cacerts": list(template.cas)},
         "children": {name: child},
     }
+    from controller.strongswan.diff import conn_fingerprint  # diff imports this module
+
+    return body, conn_fingerprint(body)
 
 
 def render_charon(policies: Sequence[CharonPolicy], node: NodeFacts) -> DesiredCharon:
@@ -244,6 +304,7 @@ def render_charon(policies: Sequence[CharonPolicy], node: NodeFacts) -> DesiredC
     problems: dict[str, str] = {}
     links: list[PeerLink] = []
     addresses: dict[str, str] = {}
+    fingerprints: dict[str, str] = {}
     for item in sorted(policies, key=lambda item: item.policy.metadata.name):
         pname = item.policy.metadata.name
         spec = item.policy.spec
@@ -261,15 +322,15 @@ def render_charon(policies: Sequence[CharonPolicy], node: NodeFacts) -> DesiredC
             continue
         addresses[pname] = address
         name = conn_name(pname)
-        connections[name] = render_connection(
-            spec, name, address, parsed.cert, parsed.cas, item.reqid)
+        catchall = _template(spec, address, parsed.cert, parsed.cas, item.reqid)
+        connections[name], fingerprints[name] = _connection(catchall, name, None)
         if item.peer_reqid:
+            per_peer = _template(spec, address, parsed.cert, parsed.cas, item.peer_reqid)
             for peer in sorted(item.peers, key=lambda p: p.node):
                 if not _peer_usable(address, peer, node.name):
                     continue
                 name = conn_name(pname, peer.node)
-                connections[name] = render_connection(
-                    spec, name, address, parsed.cert, parsed.cas, item.peer_reqid, peer)
+                connections[name], fingerprints[name] = _connection(per_peer, name, peer.address)
                 links.append(PeerLink(pname, peer.node, peer.address, address, name))
         for der in (parsed.cert, *parsed.chain):
             certs[cert_name(der)] = der
@@ -284,13 +345,20 @@ def render_charon(policies: Sequence[CharonPolicy], node: NodeFacts) -> DesiredC
         problems=problems,
         links=tuple(links),
         addresses=addresses,
+        fingerprints=fingerprints,
     )
 
 
 def _peer_usable(address: str, peer: Peer, node_name: str) -> bool:
     if peer.node == node_name or peer.address == address:
         return False
+    return _version(peer.address) == _version(address) != 0
+
+
+@functools.lru_cache(maxsize=4096)
+def _version(address: str) -> int:
+    """4 or 6; 0 for text that is no address."""
     try:
-        return ipaddress.ip_address(peer.address).version == ipaddress.ip_address(address).version
+        return ipaddress.ip_address(address).version
     except ValueError:
-        return False
+        return 0

@@ -22,6 +22,7 @@ protect policy, and within a band the more specific remote network wins.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
@@ -67,6 +68,25 @@ def _pair(
         XfrmPolicy(str(local), str(remote), "out", priority, templates=templates),
         XfrmPolicy(str(remote), str(local), "in", priority, templates=templates),
     )
+
+
+@functools.lru_cache(maxsize=16384)
+def _peer_pair(
+    host: str, peer: str, subnets: tuple[str, ...], templates: tuple[XfrmTemplate, ...]
+) -> tuple[XfrmPolicy, ...]:
+    """The protect pair for one peer address inside ``subnets`` (none for the node itself,
+    another family or an address outside them). Cached: an agent with a thousand peers
+    derives the same pairs on every pass."""
+    try:
+        network = ipaddress.ip_network(peer)
+    except ValueError:
+        return ()
+    local = ipaddress.ip_network(host)
+    if network == local or network.version != local.version:
+        return ()
+    if not any(network.network_address in ipaddress.ip_network(s) for s in subnets):
+        return ()
+    return _pair(local, network, PROTECT_BASE, templates)
 
 
 def _networks(cidrs: Sequence[str], version: int) -> list[Network]:
@@ -144,10 +164,10 @@ def desired_policies(
                 offer(policy, order)
         if entry.peer_reqid:
             peer_template = (XfrmTemplate(reqid=entry.peer_reqid, level=level),)
-            for peer in _networks(entry.peers, address.version):
-                if peer != host and any(peer.network_address in s for s in subnets):
-                    for policy in _pair(host, peer, PROTECT_BASE, peer_template):
-                        offer(policy, order)
+            inside = tuple(str(s) for s in subnets)
+            for peer in entry.peers:
+                for policy in _peer_pair(str(host), peer, inside, peer_template):
+                    offer(policy, order)
         for subnet in _networks(spec.no_ipsec_subnets, address.version):
             for policy in _pair(host, subnet, BYPASS_BASE):
                 offer(policy, order)
