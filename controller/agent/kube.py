@@ -16,6 +16,7 @@ it last knew; they resume (or re-list) when the API returns, and the reporter wr
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime
 import logging
 from collections.abc import Mapping
@@ -91,6 +92,23 @@ def secret_text(secret: Mapping[str, Any]) -> dict[str, str]:
 def secret_key(policy: IPsecPolicy) -> tuple[str, str]:
     ref = policy.spec.credentials.secret_ref
     return ref.namespace, ref.name
+
+
+def unreadable_secret(key: tuple[str, str], refusal: str) -> str:
+    namespace, name = key
+    return (
+        f"Secret {namespace}/{name} may not be read by this agent: the chart's "
+        f"credentials.secretNames (and credentials.namespace) must name it ({refusal})"
+    )
+
+
+def _with_refusal(item: PolicyInput, refused: Mapping[tuple[str, str], str]) -> PolicyInput:
+    key = secret_key(item.policy)
+    if key not in refused:
+        return item
+    return dataclasses.replace(
+        item, input_errors=(*item.input_errors, unreadable_secret(key, refused[key]))
+    )
 
 
 def select_policies(
@@ -192,9 +210,10 @@ class KubeInputSource:
 
     async def _settle(self) -> None:
         """Give the first list of a new watch a moment (at start, or a newly referenced
-        Secret), so that a pass does not run on half-read inputs when waiting is cheap."""
+        Secret), so that a pass does not run on half-read inputs when waiting is cheap.
+        A watch the server refused (403) is answered: waiting would not change it."""
         deadline = asyncio.get_running_loop().time() + self._sync_wait
-        while not all(r.synced for r in self._reflectors()):
+        while not all(r.synced or r.refused for r in self._reflectors()):
             left = deadline - asyncio.get_running_loop().time()
             if left <= 0:
                 return
@@ -225,10 +244,16 @@ class KubeInputSource:
                 self._policies.items, labels, self._secret_data(), self._last_good
             )
         # A freshly followed Secret is not listed yet: report it as not-yet-read, not missing.
-        pending = [f"{ns}/{n}" for (ns, n), r in self._secrets.items() if not r.synced]
+        pending = [
+            f"{ns}/{n}" for (ns, n), r in self._secrets.items() if not r.synced and not r.refused
+        ]
         if pending:
             errors.append(f"waiting for Secret(s) {', '.join(sorted(pending))}")
             return AgentInputs(node=node, node_labels=labels, errors=tuple(errors))
+        # A Secret RBAC does not let this agent read fails its own policies only.
+        refused = {key: r.refused for key, r in self._secrets.items() if not r.synced and r.refused}
+        if refused:
+            inputs = tuple(_with_refusal(p, refused) for p in inputs)
         return AgentInputs(node=node, node_labels=labels, policies=inputs, errors=tuple(errors))
 
     async def wait_changed(self, timeout: float) -> bool:

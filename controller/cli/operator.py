@@ -1,8 +1,9 @@
 """``strongmesh operator``: run the kopf operator against a Kubernetes API.
 
-It validates each IPsecPolicy and its Secret, aggregates the agents' IPsecNodes into the
-policy's status (at most one write per policy per second), posts Events, garbage-collects the
-IPsecNodes of deleted Nodes and runs the deletion flow (finalizer ``strongmesh.io/teardown``).
+It validates each IPsecPolicy and its Secret, publishes valid policies to the agents with their
+peers (IPsecPeerSlices), aggregates the agents' IPsecNodes into the policy's status (at most one
+write per policy per second), posts Events, garbage-collects the IPsecNodes of deleted Nodes and
+runs the deletion flow (finalizer ``strongmesh.io/teardown``).
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from typing import Any
 
 DESCRIPTION = """\
 Run the strongmesh operator (kopf, standalone, cluster-wide).
+Publishes each valid IPsecPolicy to the agents, with the nodes that enforce it (their peers), in
+IPsecPeerSlices: agents read policies only from there, so an invalid edit never reaches a node.
 Writes IPsecPolicy status (conditions Ready, CredentialsValid, Progressing, Degraded; a
 summary; one row per selected node) from the IPsecNodes the agents write, posts Events
 (CredentialsInvalid, CertificateExpiring, OptionalEnforcement, SubnetOverlap, Ready), deletes
@@ -48,6 +51,11 @@ def add_parser(subparsers: Any) -> None:
         help="re-evaluate every policy and sweep orphaned IPsecNodes this often (default 30)",
     )
     parser.add_argument(
+        "--peer-grace", type=float, default=60.0, metavar="SECONDS",
+        help="a node that reports a peer without an SA for longer than this makes the policy "
+        "Degraded (reason PeersMissing, naming the pairs; default 60)",
+    )
+    parser.add_argument(
         "--event-namespace", default="default", metavar="NAMESPACE",
         help="namespace of the Events about cluster-scoped policies (default: default)",
     )
@@ -79,6 +87,7 @@ def run(args: argparse.Namespace) -> int:
         teardown_timeout=args.teardown_timeout,
         resync_interval=args.resync_interval,
         event_namespace=args.event_namespace,
+        peer_grace=args.peer_grace,
     )
     metrics = None
     if args.metrics_port:

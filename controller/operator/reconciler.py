@@ -6,9 +6,13 @@ The watch handlers (``handlers``) only update ``ClusterState`` and mark policies
 2. checks the policy body and its Secret with the shared validation library;
 3. computes the status (pure ``status.compute_status``) and writes it to the status
    subresource only when it differs from what the API serves;
-4. posts the Events that ``events.decide_events`` asks for;
-5. for a deleting policy, removes the finalizer once no existing node's IPsecNode still lists
-   the policy (the agents have torn down), or after ``teardown_timeout`` with a Warning.
+4. publishes the policy to the agents in IPsecPeerSlices (``peers``): the last spec that
+   passed validation, whether it is being deleted, and its peers; only changed slices are
+   written, and an invalid edit leaves them as they are (the nodes keep the last good spec);
+5. posts the Events that ``events.decide_events`` asks for;
+6. for a deleting policy, removes the finalizer once no existing node's IPsecNode still lists
+   the policy (the agents have torn down), or after ``teardown_timeout`` with a Warning; its
+   slices go when the policy is gone.
 IPsecNodes whose Node is gone are deleted on the Node's deletion event and by a periodic sweep.
 """
 
@@ -27,10 +31,12 @@ from typing import Any
 
 from controller.kubeapi import ApiError, ApiUnavailableError, KubeClient
 from controller.models.common import API_VERSION, GROUP, VERSION
-from controller.models.policy import IPsecPolicy, IPsecPolicyStatus
+from controller.models.peers import IPsecPeerSliceSpec
+from controller.models.policy import IPsecPolicy, IPsecPolicySpec, IPsecPolicyStatus
 from controller.operator import events as ev
 from controller.operator.metrics import OperatorMetrics
 from controller.operator.overlap import PolicyScope, find_overlaps
+from controller.operator.peers import SlicePlan, plan_removal, plan_slices, policy_peers
 from controller.operator.secrets import SecretWatches
 from controller.operator.state import ClusterState, secret_ref
 from controller.operator.status import (
@@ -41,7 +47,9 @@ from controller.operator.status import (
     compute_status,
     condition,
     invalid_body_status,
+    missing_pairs,
     policies_listed,
+    selected_nodes,
 )
 from controller.operator.throttle import Coalescer
 from controller.operator.verdicts import CredentialsCheck, check_credentials, check_policy
@@ -51,7 +59,12 @@ log = logging.getLogger(__name__)
 FINALIZER = "strongmesh.io/teardown"
 POLICIES = f"/apis/{GROUP}/{VERSION}/ipsecpolicies"
 IPSECNODES = f"/apis/{GROUP}/{VERSION}/ipsecnodes"
+SLICES = f"/apis/{GROUP}/{VERSION}/ipsecpeerslices"
 NODES = "/api/v1/nodes"
+
+
+class SecretUnreadableError(Exception):
+    """RBAC does not let the operator read the Secret a policy references."""
 
 
 @dataclass(frozen=True)
@@ -63,6 +76,10 @@ class OperatorConfig:
     teardown_timeout: float = 300.0  # then the finalizer goes anyway, with a Warning
     resync_interval: float = 30.0  # re-evaluate every policy and sweep orphaned IPsecNodes
     event_namespace: str = "default"  # cluster-scoped objects' Events live here (like kopf)
+    peer_grace: float = 60.0  # a pair without an SA for longer makes the policy Degraded
+
+
+_REMOVAL = "removal:"  # queue key prefix: the slices of a policy that is gone
 
 
 def rfc3339(moment: datetime) -> str:
@@ -103,6 +120,9 @@ class Reconciler:
         )
         self._instance = os.environ.get("POD_NAME") or socket.gethostname()
         self._primed = asyncio.Event()
+        self.slice_writes = 0
+        # (policy, node, peer) -> when the operator first saw the pair without an SA
+        self._missing_since: dict[tuple[str, str, str], float] = {}
         self.secret_watches = SecretWatches(client, self.on_secret)
 
     # ---- called by the watch handlers -------------------------------------------------------
@@ -121,8 +141,10 @@ class Reconciler:
             self._coalescer.forget(name)
             self._posted.pop(name, None)
             affected.discard(name)
+            self._missing_since = {k: v for k, v in self._missing_since.items() if k[0] != name}
             if self.metrics is not None:
                 self.metrics.forget(name)
+            self._coalescer.mark(_REMOVAL + name)  # its slices go, through the same queue
         self.mark(affected)
 
     def on_node(self, kind: str | None, body: dict[str, Any]) -> None:
@@ -134,12 +156,16 @@ class Reconciler:
     def on_secret(self, kind: str | None, body: dict[str, Any]) -> None:
         self.mark(self.state.apply_secret(kind, body))
 
+    def on_slice(self, kind: str | None, body: dict[str, Any]) -> None:
+        self.mark(self.state.apply_slice(kind, body))
+
     # ---- background work ---------------------------------------------------------------------
     async def prime(self) -> None:
         """List everything once, so the first status writes see the whole cluster."""
         for path, apply in (
             (NODES, self.state.apply_node),
             (IPSECNODES, self.state.apply_ipsec_node),
+            (SLICES, self.state.apply_slice),
             (POLICIES, self.state.apply_policy),
         ):
             doc = await self.client.get(path)
@@ -147,6 +173,8 @@ class Reconciler:
                 apply("ADDED", item)
         self.secret_watches.follow(self.state.referenced())
         self.mark(set(self.state.policies))
+        orphaned = {s.policy for s in self.state.slices.values()} - set(self.state.policies)
+        self.mark({_REMOVAL + name for name in orphaned})
 
     async def run(self) -> None:
         """Prime, then write statuses and sweep periodically, until cancelled.
@@ -209,6 +237,9 @@ class Reconciler:
 
     # ---- one policy --------------------------------------------------------------------------
     async def _secret(self, policy_body: dict[str, Any]) -> dict[str, Any] | None:
+        """The referenced Secret (None: not found); ``SecretUnreadableError`` when RBAC
+        refuses it (not cached: the Secret's watch keeps retrying and reports it once
+        readable, e.g. after the chart's ``credentials.secretNames`` was extended)."""
         ref = secret_ref(policy_body)
         if ref is None:
             return None
@@ -219,6 +250,12 @@ class Reconciler:
                     f"/api/v1/namespaces/{namespace}/secrets/{name}"
                 )
             except ApiError as error:
+                if error.status == 403:
+                    raise SecretUnreadableError(
+                        f"Secret {namespace}/{name} may not be read by the operator: the "
+                        "chart's credentials.secretNames (and credentials.namespace) must name "
+                        f"it ({error.message})"
+                    ) from error
                 if error.status != 404:
                     raise
                 self.state.secrets[ref] = None
@@ -244,6 +281,11 @@ class Reconciler:
 
     async def reconcile(self, name: str) -> None:
         await self._primed.wait()
+        if name.startswith(_REMOVAL):
+            policy = name.removeprefix(_REMOVAL)
+            if policy not in self.state.policies:
+                await self._write_slices(plan_removal(self.state.slices_of(policy)), None)
+            return
         body = self.state.policies.get(name)
         if body is None:
             return
@@ -266,7 +308,10 @@ class Reconciler:
             )
         else:
             spec = checked.policy.spec
-            creds = check_credentials(spec, await self._secret(body), now)
+            try:
+                creds = check_credentials(spec, await self._secret(body), now)
+            except SecretUnreadableError as error:
+                creds = CredentialsCheck(CredentialsVerdict(False, "SecretUnreadable", str(error)))
             overlaps = self._overlaps(name)
             facts = PolicyFacts(
                 name=name, generation=generation, selector=spec.node_selector,
@@ -280,9 +325,78 @@ class Reconciler:
             self.metrics.observe(name, status, creds.not_after if creds else None, now)
         if status != previous:
             await self._write_status(name, status)
+        valid = checked.policy if checked.policy is not None and not checked.errors else None
+        await self._publish(name, body, generation, valid.spec if valid else None, deleting)
         await self._post_events(body, previous, status, creds, overlaps, checked.policy)
         if deleting:
             await self._finish_deletion(body, now)
+
+    def _overdue_pairs(self, name: str, spec: IPsecPolicySpec) -> tuple[tuple[str, str], ...]:
+        """Pairs a node has reported without an SA for longer than ``peer_grace``."""
+        selected = selected_nodes(spec.node_selector, self.state.nodes)
+        now = self._monotonic()
+        current = {(name, node, peer) for node, peer in
+                   missing_pairs(name, self.state.ipsec_nodes, selected)}
+        kept = {k: v for k, v in self._missing_since.items() if k[0] != name or k in current}
+        self._missing_since = kept | {k: now for k in current if k not in kept}
+        return tuple(sorted((node, peer) for (_, node, peer) in current
+                            if now - self._missing_since[(name, node, peer)]
+                            > self.config.peer_grace))
+
+    # ---- IPsecPeerSlices ---------------------------------------------------------------------
+    async def _publish(self, name: str, body: dict[str, Any], generation: int,
+                       valid: IPsecPolicySpec | None, deleting: bool) -> None:
+        """Bring the policy's slices in line: the spec (the current one if valid, else the
+        one already published), the deletion flag and the peers."""
+        existing = self.state.slices_of(name)
+        if valid is None:
+            published = max(existing.values(), key=lambda s: s.policy_generation, default=None)
+            if published is None or published.policy_spec is None:
+                return  # never valid: nothing reaches the agents
+            generation, valid = published.policy_generation, published.policy_spec
+        peers = policy_peers(name, valid.node_selector, self.state.nodes, self.state.ipsec_nodes)
+        plan = plan_slices(name, generation, valid, deleting, peers, existing)
+        await self._write_slices(plan, body)
+
+    async def _write_slices(self, plan: SlicePlan, owner: dict[str, Any] | None) -> None:
+        for slice_name, spec in plan.upserts.items():
+            content = spec.to_api()
+            if slice_name in self.state.slices:
+                ops = [{"op": "replace", "path": "/spec", "value": content}]
+                await self._slice_call(slice_name, self.client.json_patch(
+                    f"{SLICES}/{slice_name}", ops), spec)
+            else:
+                meta: dict[str, Any] = {"name": slice_name,
+                                        "labels": {"app.kubernetes.io/part-of": "strongmesh"}}
+                if owner is not None:  # the garbage collector of a real cluster cleans up too
+                    meta["ownerReferences"] = [{
+                        "apiVersion": API_VERSION, "kind": "IPsecPolicy",
+                        "name": owner["metadata"]["name"], "uid": owner["metadata"].get("uid"),
+                    }]
+                await self._slice_call(slice_name, self.client.create(SLICES, {
+                    "apiVersion": API_VERSION, "kind": "IPsecPeerSlice", "metadata": meta,
+                    "spec": content}), spec)
+        for slice_name in plan.deletes:
+            await self._slice_call(slice_name, self.client.delete(f"{SLICES}/{slice_name}"),
+                                   None)
+
+    async def _slice_call(self, name: str, call: Any, spec: IPsecPeerSliceSpec | None) -> None:
+        """One slice write; the state follows at once (the watch event then changes nothing)."""
+        try:
+            await call
+        except ApiError as error:
+            if error.status == 409 and spec is not None:  # created meanwhile: patch next time
+                self.state.slices[name] = spec.model_copy(update={"peers": []})
+            elif error.status != 404:
+                raise
+            if spec is not None:
+                self._coalescer.mark(spec.policy)
+            return
+        self.slice_writes += 1
+        if spec is None:
+            self.state.slices.pop(name, None)
+        else:
+            self.state.slices[name] = spec
 
     async def _write_status(self, name: str, status: IPsecPolicyStatus) -> None:
         try:

@@ -15,7 +15,7 @@ import logging
 import threading
 from typing import TYPE_CHECKING
 
-from controller.kubeapi import KubeClient, KubeConfig
+from controller.kubeapi import KubeClient, KubeConfig, abort_leftover_connections
 from controller.operator.metrics import OperatorMetrics
 from controller.operator.reconciler import OperatorConfig, Reconciler
 
@@ -133,6 +133,8 @@ class OperatorThread:
             log.exception("operator thread failed")
         finally:
             loop.run_until_complete(loop.shutdown_asyncgens())
+            # kopf's and our cancelled watches may still be saying TLS goodbye
+            loop.run_until_complete(abort_leftover_connections())
             loop.close()
 
     def start(self, timeout: float = 30.0) -> OperatorThread:

@@ -13,6 +13,7 @@ from typing import Any
 
 from controller.models.common import LabelSelector
 from controller.models.node import IPsecNode
+from controller.models.peers import IPsecPeerSlice, IPsecPeerSliceSpec
 from controller.operator.status import policies_listed
 
 SecretKey = tuple[str, str]  # (namespace, name)
@@ -45,6 +46,27 @@ class ClusterState:
     ipsec_nodes: dict[str, IPsecNode] = field(default_factory=dict)
     # Referenced Secrets only; None = looked up and not found.
     secrets: dict[SecretKey, dict[str, Any] | None] = field(default_factory=dict)
+    # The IPsecPeerSlices the operator published (slice name -> its spec).
+    slices: dict[str, IPsecPeerSliceSpec] = field(default_factory=dict)
+
+    def slices_of(self, policy: str) -> dict[str, IPsecPeerSliceSpec]:
+        return {name: spec for name, spec in self.slices.items() if spec.policy == policy}
+
+    def apply_slice(self, kind: str | None, body: dict[str, Any]) -> set[str]:
+        """A slice changed: only its policy needs a look (its slices may need rewriting)."""
+        name = body["metadata"]["name"]
+        before = self.slices.get(name)
+        if kind == "DELETED":
+            self.slices.pop(name, None)
+        else:
+            try:
+                self.slices[name] = IPsecPeerSlice.model_validate(body).spec
+            except ValueError:
+                self.slices.pop(name, None)  # unreadable: the policy's plan rewrites it
+        after = self.slices.get(name)
+        if before == after:
+            return set()  # our own write coming back
+        return {s.policy for s in (before, after) if s is not None} & set(self.policies)
 
     def referenced(self) -> set[SecretKey]:
         return {ref for body in self.policies.values() if (ref := secret_ref(body))}

@@ -1,20 +1,20 @@
 """Helpers for the operator's API tests: a small cluster driver over the official client.
 
 Agents are simulated by writing IPsecNode objects the way ``controller.agent.kube`` does
-(create, then patch the status subresource), so the operator is exercised exactly through the
-API contract and nothing else.
+(create, then patch the status subresource) with that node's agent identity, so that the
+writes pass the chart's RBAC and admission policy like a real agent's, and the operator is
+exercised exactly through the API contract and nothing else.
 """
 
 from __future__ import annotations
 
 import asyncio
-import re
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, TypeVar, cast
-from urllib.parse import unquote, urlparse
+from typing import TYPE_CHECKING, Any, TypeVar, cast
+from urllib.parse import urlparse
 
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
@@ -24,10 +24,12 @@ from controller.operator.reconciler import OperatorConfig
 from controller.operator.run import OperatorThread
 from tests.certs import Issued, make_ca, make_cert, secret_data, secret_manifest
 
+if TYPE_CHECKING:
+    from tests.api.server import KubeApiServer
+
 G, V = "strongmesh.io", "v1alpha1"
 NAMESPACE = "strongmesh-system"
 T = TypeVar("T")
-REQUEST_LINE = re.compile(rb"(GET|POST|PUT|PATCH|DELETE) (\S+) HTTP/1\.[01]\r\n")
 
 FAST = OperatorConfig(status_interval=1.0, resync_interval=1.0, teardown_timeout=60.0)
 
@@ -54,15 +56,25 @@ def running_operator(kubeconfig: str, config: OperatorConfig = FAST) -> Iterator
 
 
 class Cluster:
-    """Create Nodes, Secrets, policies and agents' IPsecNodes; read status and events."""
+    """Create Nodes, Secrets, policies (admin) and agents' IPsecNodes (each node's agent);
+    read status and events."""
 
-    def __init__(self, api_client: Any) -> None:
+    def __init__(self, apiserver: KubeApiServer) -> None:
         # Any: the official client's stubs want its model classes; plain dicts are what the
         # API carries and what these tests mean.
-        self.core: Any = cast(Any, k8s.CoreV1Api(api_client))
-        self.custom: Any = cast(Any, k8s.CustomObjectsApi(api_client))
+        self.apiserver = apiserver
+        admin = apiserver.client()
+        self.core: Any = cast(Any, k8s.CoreV1Api(admin))
+        self.custom: Any = cast(Any, k8s.CustomObjectsApi(admin))
         self.ca: Issued = make_ca("strongmesh Test CA")
-        self.core.create_namespace({"metadata": {"name": NAMESPACE}})
+        self._agents: dict[str, Any] = {}
+
+    def agent(self, node: str) -> Any:
+        """``CustomObjectsApi`` with the identity of ``node``'s agent (its Node must exist)."""
+        if node not in self._agents:
+            kubeconfig = self.apiserver.agent_kubeconfig(node)
+            self._agents[node] = k8s.CustomObjectsApi(self.apiserver.client(kubeconfig))
+        return self._agents[node]
 
     # ---- cluster objects
     def node(self, name: str, address: str = "10.77.0.1", **labels: str) -> None:
@@ -122,10 +134,15 @@ class Cluster:
         enforcing: bool = True,
         message: str = "",
         peers: tuple[str, ...] = (),
+        as_admin: bool = False,
     ) -> None:
-        """Write the node's IPsecNode as its agent would: policies at generations, SAs."""
+        """Write the node's IPsecNode as its agent would: policies at generations, SAs.
+
+        ``as_admin`` writes as the cluster admin instead: for an IPsecNode whose Node does not
+        exist, there is no agent token to bind to it."""
+        writer = self.custom if as_admin else self.agent(node)
         try:
-            self.custom.create_cluster_custom_object(
+            writer.create_cluster_custom_object(
                 G,
                 V,
                 "ipsecnodes",
@@ -150,7 +167,7 @@ class Cluster:
                 for peer in peers
             ],
         }
-        self.custom.patch_cluster_custom_object_status(G, V, "ipsecnodes", node, {"status": status})
+        writer.patch_cluster_custom_object_status(G, V, "ipsecnodes", node, {"status": status})
 
     # ---- reading what the operator wrote
     def condition(self, type_: str, name: str = "mesh") -> dict[str, Any] | None:
@@ -171,15 +188,22 @@ class Cluster:
 
 
 class Proxy:
-    """localhost TCP proxy to the API server that logs requests and can simulate an outage."""
+    """A localhost TCP proxy to the API server that can simulate an outage.
+
+    It forwards bytes and reads none of them (the API speaks TLS; the serving certificate
+    names 127.0.0.1, so a kubeconfig pointing at the proxy verifies). Which requests went
+    through is the audit log's business (``tests.api.audit``)."""
 
     def __init__(self, upstream: str) -> None:
         parsed = urlparse(upstream)
-        self.upstream = (parsed.hostname or "127.0.0.1", parsed.port or 80)
-        self.requests: list[str] = []
+        self.upstream = (parsed.hostname or "127.0.0.1", parsed.port or 443)
         self.port = 0
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
+
+    @property
+    def url(self) -> str:
+        return f"https://127.0.0.1:{self.port}"
 
     async def start(self) -> None:
         self._server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
@@ -199,19 +223,16 @@ class Proxy:
         self._server = None
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        up_reader, up_writer = await asyncio.open_connection(*self.upstream)
+        try:
+            up_reader, up_writer = await asyncio.open_connection(*self.upstream)
+        except OSError:
+            writer.transport.abort()
+            return
         self._writers |= {writer, up_writer}
 
-        async def pump(src: asyncio.StreamReader, dst: asyncio.StreamWriter, log: bool) -> None:
-            buffer = b""
+        async def pump(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
             try:
                 while data := await src.read(65536):
-                    if log:
-                        buffer += data
-                        for match in REQUEST_LINE.finditer(buffer):
-                            method, target = match[1].decode(), unquote(match[2].decode())
-                            self.requests.append(f"{method} {target}")
-                        buffer = buffer[-200:] if not REQUEST_LINE.search(buffer) else b""
                     dst.write(data)
                     await dst.drain()
             except (ConnectionError, OSError):
@@ -219,7 +240,7 @@ class Proxy:
             finally:
                 dst.transport.abort()
 
-        await asyncio.gather(pump(reader, up_writer, True), pump(up_reader, writer, False))
+        await asyncio.gather(pump(reader, up_writer), pump(up_reader, writer))
         self._writers -= {writer, up_writer}
 
 
@@ -233,7 +254,7 @@ class ProxyThread:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.proxy.port}"
+        return self.proxy.url
 
     def _call(self, coro: Any) -> None:
         asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout=10)

@@ -1,8 +1,9 @@
-"""The agent's cluster-mode inputs and reporter against the embedded API server.
+"""The agent's cluster-mode inputs and reporter against the real kube-apiserver.
 
-The agent talks to the API through ``Proxy``, a small TCP proxy owned by the test: it records
-every request line (to check that the agent watches only what it needs) and can cut the
-connection (an API outage) and restore it.
+The agent runs with the identity the chart gives node-1's agent pod (ServiceAccount
+``strongmesh-agent``, token bound to Node node-1) and talks to the API through ``Proxy``, a
+TCP proxy owned by the test that can cut the connection (an API outage) and restore it. Which
+requests the agent made is read from the server's audit log.
 """
 
 from __future__ import annotations
@@ -17,9 +18,11 @@ from kubernetes import client as k8s
 from controller.agent.interfaces import AgentInputs
 from controller.agent.kube import KubeInputSource, KubeReporter
 from controller.dataplane import NodeFacts
-from controller.kubeapi import KubeClient, KubeConfig
+from controller.kubeapi import KubeClient, abort_leftover_connections, load_config
 from controller.models.node import IPsecNodeStatus
+from tests.api.audit import AuditEvent
 from tests.api.operator_support import Proxy
+from tests.api.server import AGENT_USER, KubeApiServer
 from tests.certs import make_ca, make_cert, secret_data, secret_manifest
 
 pytestmark = pytest.mark.api
@@ -28,29 +31,33 @@ NS = "strongmesh-system"
 
 
 @pytest.fixture
-async def proxy(apiserver: Any) -> AsyncIterator[Proxy]:
+def core(apiserver: KubeApiServer) -> Any:
+    return cast(Any, k8s.CoreV1Api(apiserver.client()))
+
+
+@pytest.fixture
+def custom(apiserver: KubeApiServer) -> Any:
+    return k8s.CustomObjectsApi(apiserver.client())
+
+
+@pytest.fixture
+async def proxy(apiserver: KubeApiServer) -> AsyncIterator[Proxy]:
     running = Proxy(apiserver.url)
     await running.start()
     yield running
     if running.running:
         await running.cut()
+    await abort_leftover_connections()
 
 
 @pytest.fixture
-def core(apiserver: Any) -> Any:
-    api: Any = cast(Any, k8s.CoreV1Api(apiserver.client()))
-    api.create_namespace({"metadata": {"name": NS}})
-    return api
-
-
-@pytest.fixture
-def custom(apiserver: Any) -> Any:
-    return k8s.CustomObjectsApi(apiserver.client())
-
-
-@pytest.fixture
-async def source(proxy: Proxy) -> AsyncIterator[KubeInputSource]:
-    client = KubeClient(KubeConfig(server=f"http://127.0.0.1:{proxy.port}"), timeout=5)
+async def source(
+    apiserver: KubeApiServer, proxy: Proxy, core: Any
+) -> AsyncIterator[KubeInputSource]:
+    """node-1's agent inputs. Node node-1 exists first: its agent's token is bound to it."""
+    core.create_node(node("node-1", "10.77.0.1", pool="a"))
+    kubeconfig = apiserver.agent_kubeconfig("node-1", server=proxy.url)
+    client = KubeClient(load_config(str(kubeconfig)), timeout=5)
     inputs = KubeInputSource(client, "node-1")
     yield inputs
     await inputs.close()
@@ -97,14 +104,22 @@ async def settle(
         await source.wait_changed(min(left, 0.5))
 
 
+async def until(check: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
+    """Poll ``check`` without consuming the source's wake-ups."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not check():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
 def names(inputs: AgentInputs) -> list[str]:
     return [p.policy.metadata.name for p in inputs.policies]
 
 
 def seed(core: Any, custom: Any) -> dict[str, str]:
-    """Two nodes, two policies (one per pool), their Secrets and an unrelated one."""
+    """A second node, two policies (one per pool), their Secrets and an unrelated one."""
     data = creds("a")
-    core.create_node(node("node-1", "10.77.0.1", pool="a"))
     core.create_node(node("node-2", "10.77.0.2", pool="b"))
     core.create_namespaced_secret(NS, secret_manifest(data, "creds-a", NS))
     core.create_namespaced_secret(NS, secret_manifest(creds("b"), "creds-b", NS))
@@ -144,33 +159,50 @@ async def test_label_and_secret_changes_wake_the_agent(
     assert first.policies[0].secret_data != third.policies[0].secret_data
 
 
+def _allowed_for_node_1(request: AuditEvent) -> bool:
+    """What node-1's agent may ask for (DESIGN.md: its Node, the referenced Secret by name,
+    the policies, its own IPsecNode; never a watch of IPsecNodes)."""
+    if request.resource == "nodes":
+        return (request.verb == "get" and request.name == "node-1") or (
+            request.verb in ("list", "watch") and request.field_selector == "metadata.name=node-1"
+        )
+    if request.resource == "secrets":
+        return (
+            request.namespace == NS
+            and request.verb in ("list", "watch")
+            and request.field_selector == "metadata.name=creds-a"
+        )
+    if request.resource == "ipsecpolicies":
+        return request.verb in ("list", "watch") and not request.subresource
+    if request.resource == "ipsecnodes":
+        return request.verb in ("get", "create", "patch") and request.name == "node-1"
+    return False
+
+
 async def test_agent_watches_only_its_node_and_referenced_secrets_never_ipsecnodes(
-    source: KubeInputSource, proxy: Proxy, core: Any, custom: Any
+    apiserver: KubeApiServer, source: KubeInputSource, core: Any, custom: Any
 ) -> None:
+    mark = apiserver.audit.mark()
     seed(core, custom)
     await settle(source, lambda i: names(i) == ["pa"] and not i.errors)
     reporter = KubeReporter(source.client, "node-1")
     await reporter.report(NodeFacts("node-1", ("10.77.0.1",)), "CN=a", IPsecNodeStatus())
-    assert proxy.requests
-    for line in proxy.requests:
-        method, url = line.split(" ", 1)
-        path, _, query = url.partition("?")
-        if path == "/api/v1/nodes":
-            assert "fieldSelector=metadata.name=node-1" in query, line
-        elif path.startswith(f"/api/v1/namespaces/{NS}/secrets"):
-            assert "fieldSelector=metadata.name=creds-a" in query, line
-        elif path == f"/apis/{G}/{V}/ipsecpolicies":
-            assert method == "GET", line
-        elif path.startswith(f"/apis/{G}/{V}/ipsecnodes"):
-            assert path.startswith(f"/apis/{G}/{V}/ipsecnodes/node-1") or method == "POST", line
-        else:
-            raise AssertionError(f"unexpected request {line}")
-    assert not any("ipsecnodes" in r and "watch=true" in r for r in proxy.requests)
-    watched = {r.split("?")[0] for r in proxy.requests if "watch=true" in r}
-    assert watched == {
-        f"GET /apis/{G}/{V}/ipsecpolicies", "GET /api/v1/nodes",
-        f"GET /api/v1/namespaces/{NS}/secrets",
-    }
+    await source.close()
+    await source.client.close()  # every watch ends now, and so reaches the audit log
+
+    def watched(requests: list[AuditEvent]) -> set[str]:
+        return {r.resource for r in requests if r.verb == "watch"}
+
+    requests = apiserver.audit.wait_for(
+        mark, lambda r: watched(r) >= {"ipsecpolicies", "nodes", "secrets"},
+        username=AGENT_USER, node="node-1", what="node-1's agent's watches",
+    )
+    assert requests
+    for request in requests:
+        assert _allowed_for_node_1(request), str(request)
+        assert request.code not in (401, 403), str(request)  # nothing it asked for was refused
+    assert watched(requests) == {"ipsecpolicies", "nodes", "secrets"}
+    assert {r.verb for r in requests if r.resource == "ipsecnodes"} <= {"get", "create", "patch"}
 
 
 async def test_reporter_writes_its_own_ipsecnode_only_when_something_changed(
@@ -206,18 +238,27 @@ async def test_reporter_writes_its_own_ipsecnode_only_when_something_changed(
     assert custom.get_cluster_custom_object(G, V, "ipsecnodes", "node-1")["spec"]["identity"]
 
 
+async def test_reporter_of_another_node_is_refused_by_the_admission_policy(
+    source: KubeInputSource, core: Any, custom: Any
+) -> None:
+    """With node-1's identity, a reporter that believes it is node-2 writes nothing."""
+    core.create_node(node("node-2", "10.77.0.2"))
+    impostor = KubeReporter(source.client, "node-2")
+    await impostor.report(NodeFacts("node-2", ("10.77.0.2",)), "CN=node-2", IPsecNodeStatus())
+    assert impostor.writes == 0
+    assert custom.list_cluster_custom_object(G, V, "ipsecnodes")["items"] == []
+
+
 async def test_inputs_survive_an_api_outage_and_resync_when_it_returns(
     source: KubeInputSource, proxy: Proxy, core: Any, custom: Any
 ) -> None:
     seed(core, custom)
     before = await settle(source, lambda i: names(i) == ["pa"] and not i.errors)
     await proxy.cut()
-    await asyncio.sleep(0.5)
-    assert not source.connected()
+    await until(lambda: not source.connected(), "the agent to notice the outage")
     during = await source.snapshot()
     assert during.policies == before.policies  # still enforcing what it knew
     core.patch_node("node-1", {"metadata": {"labels": {"pool": "b"}}})  # missed while cut
-    await asyncio.sleep(0.5)
     await proxy.start()
     after = await settle(source, lambda i: names(i) == ["pb"] and not i.errors, timeout=20)
     assert after.node_labels == {"pool": "b"}
@@ -254,10 +295,43 @@ async def test_policy_status_writes_and_node_heartbeats_do_not_wake_the_agent(
     core.patch_node_status("node-1", {"status": {"conditions": [
         {"type": "Ready", "status": "True", "reason": "KubeletReady", "message": "ok"}
     ]}})
-    assert not await source.wait_changed(1.0)
+    # Once the agent's watches have delivered both changes (its caches hold them), no wake-up
+    # may be pending: the changes were seen, and judged irrelevant.
+    policies, nodes = source._policies, source._node
+    await until(
+        lambda: (policies.items["pa"].get("status") or {}).get("observedGeneration") == 1,
+        "the policy's status write to reach the agent's cache",
+    )
+    await until(
+        lambda: bool((nodes.items["node-1"].get("status") or {}).get("conditions")),
+        "the Node heartbeat to reach the agent's cache",
+    )
+    assert not await source.wait_changed(0.01)
     custom.patch_cluster_custom_object(
         G, V, "ipsecpolicies", "pa", {"spec": {"enforcement": "Optional"}}
     )
     assert await source.wait_changed(5.0)
     changed = await settle(source, lambda i: bool(i.policies) and i.policies[0].generation == 2)
     assert changed.policies[0].policy.spec.enforcement == "Optional"
+
+
+async def test_a_secret_the_agent_may_not_read_fails_only_its_policy(
+    source: KubeInputSource, core: Any, custom: Any
+) -> None:
+    """``unrelated`` is not in the chart's credentials.secretNames: RBAC refuses it. The
+    policy referencing it gets that error; the other policy of the node is not held up."""
+    seed(core, custom)
+    custom.create_cluster_custom_object(
+        G, V, "ipsecpolicies", policy("pu", "unrelated", pool="a")
+    )
+    inputs = await settle(source, lambda i: names(i) == ["pa", "pu"] and not i.errors)
+    good, refused = inputs.policies
+    assert good.secret_data is not None
+    assert good.input_errors == ()
+    assert refused.secret_data is None
+    (error,) = refused.input_errors
+    assert error.startswith(
+        "Secret strongmesh-system/unrelated may not be read by this agent: the chart's "
+        "credentials.secretNames"
+    )
+    assert 'secrets "unrelated" is forbidden' in error

@@ -1,30 +1,31 @@
-"""The chart's rendered objects are accepted by an API server, and its CRDs serve policies.
+"""The chart as installed on a real kube-apiserver, and what its CRDs serve.
 
-Helm installs the CRDs from templates/ (so that upgrades update them): here the rendered CRDs
-replace the ones the embedded API server started with, as `helm upgrade` would, and must then
-serve IPsecPolicy with defaulting, validation and the printer columns.
+The session's control plane got the chart the way ``helm install`` renders it (the real Helm
+engine) applied with the real kubectl (``hack.labkit.identities.install_chart``). Helm installs
+the CRDs from templates/ (so that upgrades update them); those CRDs must serve IPsecPolicy with
+defaulting, validation and the printer columns. ``crds/`` (for clusters that manage CRDs
+themselves, ``crds.enabled=false``) must be accepted by the server as well.
 """
 
 from __future__ import annotations
 
-import copy
-from functools import cache
+import json
 from pathlib import Path
 from typing import Any
 
-import helm_python as helm
 import pytest
 import yaml
-from kubernetes import client as k8s
 from kubernetes import dynamic
-from kubernetes.dynamic.exceptions import ResourceNotFoundError, UnprocessibleEntityError
+from kubernetes.client.exceptions import ApiException
+
+from hack.labkit.identities import render_chart
+from tests.api.server import CHART_VALUES, CREDENTIAL_SECRETS, KubeApiServer
 
 pytestmark = pytest.mark.api
 
 ROOT = Path(__file__).resolve().parents[2]
-CHART = ROOT / "charts" / "strongmesh"
 NAMESPACE = "strongmesh-system"
-# Kinds the embedded API server must take from this chart: CRDs, RBAC and the workloads.
+# Kinds the chart must bring to a cluster: CRDs, RBAC, the admission policy, the workloads.
 REQUIRED_KINDS = {
     "CustomResourceDefinition",
     "ServiceAccount",
@@ -36,57 +37,19 @@ REQUIRED_KINDS = {
     "Deployment",
     "DaemonSet",
     "Service",
+    "ValidatingAdmissionPolicy",
+    "ValidatingAdmissionPolicyBinding",
 }
 
 Json = dict[str, Any]
 
 
-@cache
-def _rendered() -> tuple[Json, ...]:
-    files = helm.Chart.load(str(CHART)).render({}, name="strongmesh", namespace=NAMESPACE)
-    return tuple(
-        doc
-        for path, text in sorted(files.items())
-        if not path.endswith("NOTES.txt")
-        for doc in yaml.safe_load_all(text)
-        if doc
-    )
-
-
 def rendered() -> list[Json]:
-    return copy.deepcopy(list(_rendered()))
+    return render_chart(CHART_VALUES, NAMESPACE)
 
 
-def apply(dyn: dynamic.DynamicClient, obj: Json) -> Any:
-    """Create the object, or replace it (keeping resourceVersion) when it exists already."""
-    resource = dyn.resources.get(api_version=obj["apiVersion"], kind=obj["kind"])
-    namespace = obj["metadata"].get("namespace")
-    existing = [
-        item
-        for item in resource.get(namespace=namespace).items
-        if item.metadata.name == obj["metadata"]["name"]
-    ]
-    if existing:
-        obj["metadata"]["resourceVersion"] = existing[0].metadata.resourceVersion
-        return resource.replace(body=obj, namespace=namespace)
-    return resource.create(body=obj, namespace=namespace)
-
-
-def install(apiserver: Any) -> tuple[dynamic.DynamicClient, set[str]]:
-    """Apply every rendered object of a kind the server serves; returns the applied kinds."""
-    api = apiserver.client()
-    k8s.CoreV1Api(api).create_namespace(k8s.V1Namespace(metadata=k8s.V1ObjectMeta(name=NAMESPACE)))
-    dyn = dynamic.DynamicClient(api)  # type: ignore[no-untyped-call]
-    applied: set[str] = set()
-    for obj in rendered():
-        try:
-            dyn.resources.get(api_version=obj["apiVersion"], kind=obj["kind"])
-        except ResourceNotFoundError:
-            continue
-        out = apply(dyn, obj)
-        assert out.metadata.name == obj["metadata"]["name"]
-        applied.add(obj["kind"])
-    return dyn, applied
+def dynamic_client(apiserver: KubeApiServer) -> Any:
+    return dynamic.DynamicClient(apiserver.client())  # type: ignore[no-untyped-call]
 
 
 def policy(name: str, **spec: Any) -> Json:
@@ -102,11 +65,27 @@ def policy(name: str, **spec: Any) -> Json:
     }
 
 
-def test_rendered_objects_apply_to_the_api_server(apiserver: Any) -> None:
-    dyn, applied = install(apiserver)
-    assert applied >= REQUIRED_KINDS
-    sas = dyn.resources.get(api_version="v1", kind="ServiceAccount").get(namespace=NAMESPACE)
-    assert {s.metadata.name for s in sas.items} >= {"strongmesh-agent", "strongmesh-operator"}
+def test_every_rendered_object_is_served_as_rendered(apiserver: KubeApiServer) -> None:
+    docs = rendered()
+    assert {d["kind"] for d in docs} >= REQUIRED_KINDS
+    dyn = dynamic_client(apiserver)
+    for doc in docs:
+        resource = dyn.resources.get(api_version=doc["apiVersion"], kind=doc["kind"])
+        served = resource.get(name=doc["metadata"]["name"],
+                              namespace=doc["metadata"].get("namespace")).to_dict()
+        assert served["metadata"].get("labels") == doc["metadata"].get("labels"), doc["kind"]
+
+
+def test_applying_the_chart_again_changes_nothing(apiserver: KubeApiServer) -> None:
+    """``helm upgrade`` with the same values: the server sees no difference (``kubectl diff``
+    exits 0 when the server-side dry run of every object equals what is live)."""
+    text = json.dumps({"apiVersion": "v1", "kind": "List", "items": rendered()})
+    result = apiserver.kubectl("diff", "-f", "-", input=text, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_credential_secrets_are_readable_only_by_name(apiserver: KubeApiServer) -> None:
+    dyn = dynamic_client(apiserver)
     config = dyn.resources.get(api_version="v1", kind="ConfigMap").get(
         name="strongmesh-agent-charon", namespace=NAMESPACE
     )
@@ -114,22 +93,47 @@ def test_rendered_objects_apply_to_the_api_server(apiserver: Any) -> None:
     rbac = "rbac.authorization.k8s.io/v1"
     roles = dyn.resources.get(api_version=rbac, kind="Role").get(namespace=NAMESPACE)
     secret_rules = [r for role in roles.items for r in role.rules if "secrets" in r.resources]
-    assert secret_rules, "no Role grants the agent its credential Secrets"
-    assert all(r.resourceNames for r in secret_rules), "Secrets readable beyond resourceNames"
+    assert len(secret_rules) == 2, "the agent and the operator each get one Role on Secrets"
+    for rule in secret_rules:
+        assert list(rule.resourceNames) == CREDENTIAL_SECRETS
+    cluster_roles = dyn.resources.get(api_version=rbac, kind="ClusterRole").get(
+        label_selector="app.kubernetes.io/name=strongmesh"
+    )
+    assert cluster_roles.items
+    for role in cluster_roles.items:
+        assert all("secrets" not in rule.resources for rule in role.rules), role.metadata.name
 
 
-def test_chart_crds_replace_the_served_crds_with_the_keep_annotation(apiserver: Any) -> None:
-    dyn, _ = install(apiserver)
-    crds = dyn.resources.get(api_version="apiextensions.k8s.io/v1", kind="CustomResourceDefinition")
+def test_chart_crds_carry_the_keep_annotation_and_helm_labels(apiserver: KubeApiServer) -> None:
+    crds = dynamic_client(apiserver).resources.get(
+        api_version="apiextensions.k8s.io/v1", kind="CustomResourceDefinition"
+    )
     for name in ("ipsecpolicies.strongmesh.io", "ipsecnodes.strongmesh.io"):
         crd = crds.get(name=name).to_dict()
         assert crd["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
         assert crd["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "Helm"
+        established = {c["type"]: c["status"] for c in crd["status"]["conditions"]}
+        assert established["Established"] == "True"
+        assert established["NamesAccepted"] == "True"
 
 
-def test_policy_gets_the_schema_defaults_through_the_chart_crd(apiserver: Any) -> None:
-    dyn, _ = install(apiserver)
-    policies = dyn.resources.get(api_version="strongmesh.io/v1alpha1", kind="IPsecPolicy")
+def test_crds_directory_is_accepted_by_the_server(apiserver: KubeApiServer) -> None:
+    """``kubectl apply -f crds/`` (CRDs managed outside the chart): a server-side dry run
+    validates them as kube-apiserver would (structural schema, CEL rules compile)."""
+    documents = [
+        yaml.safe_load(path.read_text()) for path in sorted((ROOT / "crds").glob("*.yaml"))
+    ]
+    assert documents
+    text = json.dumps({"apiVersion": "v1", "kind": "List", "items": documents})
+    out = apiserver.kubectl("apply", "--dry-run=server", "-f", "-", input=text).stdout
+    for doc in documents:
+        assert f"customresourcedefinition.apiextensions.k8s.io/{doc['metadata']['name']}" in out
+
+
+def test_policy_gets_the_schema_defaults_through_the_chart_crd(apiserver: KubeApiServer) -> None:
+    policies = dynamic_client(apiserver).resources.get(
+        api_version="strongmesh.io/v1alpha1", kind="IPsecPolicy"
+    )
     spec = policies.create(body=policy("defaults")).to_dict()["spec"]
     assert spec["enforcement"] == "Required"
     assert spec["mode"] == "Transport"
@@ -139,24 +143,24 @@ def test_policy_gets_the_schema_defaults_through_the_chart_crd(apiserver: Any) -
 
 
 @pytest.mark.parametrize(
-    ("field", "value"),
-    [("enforcement", "Sometimes"), ("ike", {"version": 3}), ("logLevel", 9)],
+    ("field", "value", "message"),
+    [
+        ("enforcement", "Sometimes",
+         'spec.enforcement: Unsupported value: "Sometimes": supported values: "Required", '
+         '"Optional"'),
+        ("ike", {"version": 3},
+         'spec.ike.version: Unsupported value: 3: supported values: "1", "2"'),
+        ("logLevel", 9, "spec.logLevel: Invalid value: 9: spec.logLevel in body should be less "
+         "than or equal to 4"),
+    ],
 )
-def test_policy_with_a_bad_value_is_refused(apiserver: Any, field: str, value: Any) -> None:
-    dyn, _ = install(apiserver)
-    policies = dyn.resources.get(api_version="strongmesh.io/v1alpha1", kind="IPsecPolicy")
-    with pytest.raises(UnprocessibleEntityError):
-        policies.create(body=policy("bad", **{field: value}))
-
-
-def test_kubectl_shows_the_printer_columns(apiserver: Any) -> None:
-    dyn, _ = install(apiserver)
-    dyn.resources.get(api_version="strongmesh.io/v1alpha1", kind="IPsecPolicy").create(
-        body=policy("shown", enforcement="Optional")
+def test_policy_with_a_bad_value_is_refused(
+    apiserver: KubeApiServer, field: str, value: Any, message: str
+) -> None:
+    policies = dynamic_client(apiserver).resources.get(
+        api_version="strongmesh.io/v1alpha1", kind="IPsecPolicy"
     )
-    table = apiserver.kubectl("get", "ipp").stdout.splitlines()
-    assert table[0].split() == ["NAME", "READY", "SAS", "ENFORCEMENT", "MODE", "AGE"]
-    row = table[1].split()
-    assert row[0] == "shown"
-    assert "Optional" in row
-    assert "Transport" in row
+    with pytest.raises(ApiException) as refused:
+        policies.create(body=policy("bad", **{field: value}))
+    assert refused.value.status == 422
+    assert message in json.loads(refused.value.body or "{}")["message"]

@@ -1,12 +1,13 @@
-"""The real kubectl against the embedded API with the operator running: apply, wait, get.
+"""kubectl against kube-apiserver with the operator running (its chart identity): apply, wait,
+get, while simulated agents report with their nodes' identities.
 
-`strongmesh status` must print what `kubectl get ipsecpolicies,ipsecnodes` prints.
+`strongmesh status` (run as the cluster admin) must print what `kubectl get
+ipsecpolicies,ipsecnodes` prints.
 """
 
 from __future__ import annotations
 
 import re
-from typing import Any
 
 import pytest
 import yaml
@@ -14,6 +15,7 @@ import yaml
 from controller.cli import main
 from controller.operator.run import OperatorThread
 from tests.api.operator_support import NAMESPACE, Cluster
+from tests.api.server import KubeApiServer
 from tests.certs import make_cert, secret_data, secret_manifest
 
 pytestmark = pytest.mark.api
@@ -40,7 +42,10 @@ def without_age(text: str) -> list[str]:
 
 
 def test_apply_wait_and_get_show_the_policy_status(
-    apiserver: Any, cluster: Cluster, operator: OperatorThread, capsys: pytest.CaptureFixture[str]
+    apiserver: KubeApiServer,
+    cluster: Cluster,
+    operator: OperatorThread,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     cluster.node("node-1", "10.77.0.1")
     cluster.node("node-2", "10.77.0.2")
@@ -70,7 +75,7 @@ def test_apply_wait_and_get_show_the_policy_status(
 
 
 def test_reapplying_an_edited_policy_rolls_out_a_new_generation(
-    apiserver: Any, cluster: Cluster, operator: OperatorThread
+    apiserver: KubeApiServer, cluster: Cluster, operator: OperatorThread
 ) -> None:
     cluster.node("node-1", "10.77.0.1")
     text = manifests(cluster)

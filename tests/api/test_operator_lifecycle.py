@@ -1,7 +1,13 @@
-"""The operator against the embedded API server: conditions, rows, events, deletion, GC."""
+"""The operator against the real kube-apiserver: conditions, rows, events, deletion, GC.
+
+The operator runs with the chart's operator identity (ServiceAccount ``strongmesh-operator``
+and its RBAC); simulated agents write their IPsecNodes with their own node's agent identity.
+"""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from datetime import timedelta
 from functools import partial
@@ -10,11 +16,12 @@ from typing import Any
 import pytest
 from kubernetes.client.exceptions import ApiException
 
-from controller.apiserver import write_kubeconfig
-from controller.operator.reconciler import FINALIZER, OperatorConfig
+from controller.operator.reconciler import FINALIZER, OperatorConfig, Reconciler
 from controller.operator.run import OperatorThread
+from hack.labkit.identities import render_chart
 from tests.api.operator_support import (
     FAST,
+    NAMESPACE,
     Cluster,
     G,
     ProxyThread,
@@ -22,6 +29,7 @@ from tests.api.operator_support import (
     running_operator,
     wait_for,
 )
+from tests.api.server import CHART_VALUES, OPERATOR_USER, KubeApiServer
 from tests.certs import NOW, make_cert, secret_data
 
 pytestmark = pytest.mark.api
@@ -67,8 +75,9 @@ def test_policy_becomes_ready_when_every_selected_node_enforces(
 
 
 def test_operator_writes_nothing_but_status_and_its_finalizer(
-    cluster: Cluster, operator: OperatorThread
+    apiserver: KubeApiServer, cluster: Cluster, operator: OperatorThread
 ) -> None:
+    mark = apiserver.audit.mark()
     cluster.node("node-1")
     cluster.secret()
     created = cluster.policy()
@@ -79,6 +88,19 @@ def test_operator_writes_nothing_but_status_and_its_finalizer(
     assert served["metadata"]["generation"] == 1
     assert served["metadata"].get("annotations") in (None, {})
     assert served["metadata"]["finalizers"] == [FINALIZER]
+    # The server's record of the operator's writes: of the policy, only the finalizer (a
+    # patch) and the status; the Ready event; never a node's objects or a Secret.
+    requests = apiserver.audit.events(mark, username=OPERATOR_USER)
+    writes = {
+        (r.verb, r.resource, r.subresource)
+        for r in requests if r.verb not in ("get", "list", "watch")
+    }
+    assert {w for w in writes if w[1] == "ipsecpolicies"} == {
+        ("patch", "ipsecpolicies", ""), ("patch", "ipsecpolicies", "status"),
+    }
+    assert ("create", "events", "") in writes
+    assert {w for w in writes if w[1] in ("ipsecnodes", "nodes", "secrets")} == set()
+    assert [str(r) for r in requests if r.code in (401, 403)] == []
 
 
 def test_malformed_ca_is_credentials_invalid_naming_ca_crt_until_fixed(
@@ -161,15 +183,22 @@ def test_deletion_waits_for_the_agents_to_tear_down(
         what="finalizer",
     )
     cluster.custom.delete_cluster_custom_object(G, V, "ipsecpolicies", "mesh")
-    time.sleep(2.5)  # more than a resync: the operator must keep waiting
-    assert cluster.get_policy()["metadata"].get("deletionTimestamp")
-    ready = cluster.condition("Ready")
-    assert ready is not None
-    assert ready["reason"] == "Deleting"
+    wait_for(lambda: (cluster.condition("Ready") or {}).get("reason") == "Deleting",
+             what="Ready=False/Deleting")
 
+    def row(node: str) -> dict[str, Any]:
+        rows = cluster.get_policy()["status"]["nodes"]
+        return next(r for r in rows if r["name"] == node)
+
+    # The operator handles one pass at a time: once it has written what a later report
+    # changed, the pass that saw the deletion with both nodes enforcing is over. (Marking an
+    # object deleted is a new generation: the rows say "enforces generation 1, current is 2".)
     cluster.report("node-1", {})  # node-1 tore down
-    time.sleep(1.5)
-    assert cluster.policy_exists()
+    wait_for(lambda: row("node-1").get("generation") is None, what="node-1 torn down")
+    assert cluster.get_policy()["metadata"]["finalizers"] == [FINALIZER]
+    cluster.report("node-2", {"mesh": 1}, peers=("10.77.0.1",))  # node-2 still enforces
+    wait_for(lambda: row("node-2")["peers"] == ["10.77.0.1"], what="node-2's SA in the status")
+    assert cluster.get_policy()["metadata"]["finalizers"] == [FINALIZER]
     cluster.report("node-2", {})
     wait_for(lambda: not cluster.policy_exists(), what="the policy to be gone")
 
@@ -187,10 +216,9 @@ def test_deletion_ignores_nodes_that_no_longer_exist(
     wait_for(lambda: not cluster.policy_exists(), what="the policy to be gone")
 
 
-def test_deletion_times_out_with_a_warning(apiserver: Any) -> None:
-    cluster = Cluster(apiserver.client())
+def test_deletion_times_out_with_a_warning(apiserver: KubeApiServer, cluster: Cluster) -> None:
     config = OperatorConfig(status_interval=1.0, resync_interval=0.5, teardown_timeout=2.0)
-    with running_operator(str(apiserver.kubeconfig), config):
+    with running_operator(str(apiserver.operator_kubeconfig()), config):
         cluster.node("node-1")
         cluster.secret()
         cluster.policy()
@@ -213,7 +241,8 @@ def test_ipsec_node_of_a_deleted_node_is_collected(
     cluster.node("node-2", "10.77.0.2")
     cluster.report("node-1", {})
     cluster.report("node-2", {})
-    cluster.report("ghost", {})  # its Node never existed: the periodic sweep removes it
+    # Its Node never existed (so no agent token can name it): the periodic sweep removes it.
+    cluster.report("ghost", {}, as_admin=True)
     cluster.core.delete_node("node-2")
 
     def names() -> set[str]:
@@ -247,10 +276,11 @@ def test_overlapping_policies_on_a_shared_node_are_both_reported(
     assert cluster.condition_is("Degraded", "False", "elsewhere")
 
 
-def test_expiring_certificate_and_optional_enforcement_raise_warnings(apiserver: Any) -> None:
-    cluster = Cluster(apiserver.client())
+def test_expiring_certificate_and_optional_enforcement_raise_warnings(
+    apiserver: KubeApiServer, cluster: Cluster
+) -> None:
     config = OperatorConfig(status_interval=1.0, resync_interval=0.5, optional_warn_interval=1.0)
-    with running_operator(str(apiserver.kubeconfig), config):
+    with running_operator(str(apiserver.operator_kubeconfig()), config):
         cluster.node("node-1")
         soon = make_cert(cluster.ca, "node", not_after=NOW + timedelta(days=5))
         cluster.secret(data=secret_data(soon, [cluster.ca]))
@@ -292,17 +322,28 @@ def test_burst_of_node_reports_is_at_most_one_status_write_per_second(
     assert int(cluster.get_policy()["metadata"]["resourceVersion"]) > version_before
 
 
-def test_restarted_operator_keeps_conditions_transition_times(apiserver: Any) -> None:
-    cluster = Cluster(apiserver.client())
+def test_restarted_operator_keeps_conditions_transition_times(
+    apiserver: KubeApiServer, cluster: Cluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
     cluster.node("node-1")
     cluster.secret()
     cluster.policy()
     cluster.report("node-1", {"mesh": 1})
-    with running_operator(str(apiserver.kubeconfig), FAST):
+    with running_operator(str(apiserver.operator_kubeconfig()), FAST):
         first = wait_for(lambda: cluster.condition_is("Ready", "True"), what="Ready")
-    time.sleep(1.1)
-    with running_operator(str(apiserver.kubeconfig), FAST) as again:
-        time.sleep(1.5)
+    time.sleep(1.1)  # a condition rewritten now would carry a later transition time
+    # A reconcile that changes nothing writes nothing: see when the restarted operator has
+    # been through the policy, rather than waiting a while and hoping it has.
+    passes: list[str] = []
+    reconcile = Reconciler.reconcile
+
+    async def counted(self: Reconciler, name: str) -> None:
+        await reconcile(self, name)
+        passes.append(name)
+
+    monkeypatch.setattr(Reconciler, "reconcile", counted)
+    with running_operator(str(apiserver.operator_kubeconfig()), FAST) as again:
+        wait_for(lambda: "mesh" in passes, what="a pass of the restarted operator")
         assert cluster.condition("Ready") == first
         assert again.reconciler.status_writes == 0
 
@@ -325,11 +366,12 @@ def test_policy_status_survives_an_invalid_spec_update(
     assert "spec.mode" in degraded["message"]
 
 
-def test_operator_catches_up_after_an_api_outage(apiserver: Any, tmp_path: Any) -> None:
-    cluster = Cluster(apiserver.client())
+def test_operator_catches_up_after_an_api_outage(
+    apiserver: KubeApiServer, cluster: Cluster
+) -> None:
     proxy = ProxyThread(apiserver.url).start()
     try:
-        kubeconfig = write_kubeconfig(tmp_path / "via-proxy", proxy.url)
+        kubeconfig = apiserver.operator_kubeconfig(server=proxy.url)
         with running_operator(str(kubeconfig)):
             cluster.node("node-1")
             cluster.node("node-2", "10.77.0.2")
@@ -340,7 +382,6 @@ def test_operator_catches_up_after_an_api_outage(apiserver: Any, tmp_path: Any) 
                      .get("ready") == "1/2", what="1/2")
             proxy.cut()
             cluster.report("node-2", {"mesh": 1})  # while the operator cannot see it
-            time.sleep(2)
             assert cluster.condition_is("Ready", "False")
             proxy.restore()
             wait_for(lambda: cluster.condition_is("Ready", "True"), timeout=30,
@@ -349,27 +390,84 @@ def test_operator_catches_up_after_an_api_outage(apiserver: Any, tmp_path: Any) 
         proxy.stop()
 
 
-def test_operator_reads_only_the_referenced_secrets(apiserver: Any, tmp_path: Any) -> None:
-    cluster = Cluster(apiserver.client())
-    proxy = ProxyThread(apiserver.url).start()
-    try:
-        kubeconfig = write_kubeconfig(tmp_path / "via-proxy", proxy.url)
-        with running_operator(str(kubeconfig)):
-            cluster.node("node-1")
-            cluster.secret("unrelated")
-            cluster.policy(secret="creds")
-            wait_for(lambda: cluster.condition_is("CredentialsValid", "False"), what="missing")
-            cluster.secret("creds")
-            wait_for(lambda: cluster.condition_is("CredentialsValid", "True"), what="created")
-        secret_requests = [r for r in proxy.proxy.requests if "secrets" in r]
-        assert secret_requests
-        for line in secret_requests:
-            method, url = line.split(" ", 1)
-            assert method == "GET", line
-            assert (
-                url.startswith("/api/v1/namespaces/strongmesh-system/secrets/creds")
-                or (url.startswith("/api/v1/namespaces/strongmesh-system/secrets?")
-                    and "fieldSelector=metadata.name=creds" in url)
-            ), line
-    finally:
-        proxy.stop()
+def test_operator_reads_only_the_referenced_secrets(
+    apiserver: KubeApiServer, cluster: Cluster
+) -> None:
+    mark = apiserver.audit.mark()
+    with running_operator(str(apiserver.operator_kubeconfig())):
+        cluster.node("node-1")
+        cluster.secret("unrelated")
+        cluster.policy(secret="creds")
+        wait_for(lambda: cluster.condition_is("CredentialsValid", "False"), what="missing")
+        cluster.secret("creds")
+        wait_for(lambda: cluster.condition_is("CredentialsValid", "True"), what="created")
+    # The operator has stopped: its Secret watch has ended and is in the log.
+    secret_requests = apiserver.audit.wait_for(
+        mark, lambda events: any(e.resource == "secrets" and e.verb == "watch" for e in events),
+        username=OPERATOR_USER, what="the operator's Secret watch",
+    )
+    secret_requests = [e for e in secret_requests if e.resource == "secrets"]
+    for request in secret_requests:
+        assert request.verb in ("get", "list", "watch"), request
+        assert (request.namespace, request.name) == (NAMESPACE, "creds"), request
+        if request.verb != "get":
+            assert request.field_selector == "metadata.name=creds", request
+        assert request.code == 200 or (request.verb == "get" and request.code == 404), request
+
+
+def test_a_secret_the_operator_may_not_read_is_reported_as_unreadable(
+    cluster: Cluster, operator: OperatorThread
+) -> None:
+    """``unrelated`` is not in the chart's credentials.secretNames: RBAC refuses the
+    operator, and the policy says so instead of having no status at all."""
+    cluster.node("node-1")
+    cluster.secret("unrelated")
+    cluster.policy(secret="unrelated")
+    unreadable = wait_for(
+        lambda: cluster.condition_is("CredentialsValid", "False"), what="CredentialsValid=False"
+    )
+    assert unreadable["reason"] == "SecretUnreadable"
+    assert unreadable["message"].startswith(
+        "Secret strongmesh-system/unrelated may not be read by the operator: the chart's "
+        "credentials.secretNames"
+    )
+    assert 'secrets "unrelated" is forbidden' in unreadable["message"]
+    ready = cluster.condition_is("Ready", "False")
+    assert ready is not None
+    assert ready["reason"] == "CredentialsInvalid"
+    (event,) = wait_for(lambda: cluster.events(reason="CredentialsInvalid"), what="an event")
+    assert "may not be read by the operator" in event.message
+
+
+def test_the_operator_as_the_chart_runs_it_posts_its_events(
+    apiserver: KubeApiServer, cluster: Cluster
+) -> None:
+    """``strongmesh operator`` with the arguments of the chart's Deployment and the identity
+    of its ServiceAccount (only the metrics port is turned off, this machine is shared)."""
+    (deployment,) = [
+        d for d in render_chart(CHART_VALUES, NAMESPACE)
+        if d["kind"] == "Deployment" and d["metadata"]["name"].endswith("-operator")
+    ]
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    assert container["command"] == ["strongmesh", "operator"]
+    command = [
+        sys.executable, "-m", "controller", "operator", *container["args"],
+        "--kubeconfig", str(apiserver.operator_kubeconfig()), "--metrics-port", "0",
+    ]
+    cluster.node("node-1")
+    cluster.policy(secret="later")  # missing: a CredentialsInvalid event
+    with subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                          text=True) as operator:
+        try:
+            wait_for(lambda: cluster.condition_is("CredentialsValid", "False"),
+                     what="the operator's status")
+            found = wait_for(
+                lambda: cluster.core.list_event_for_all_namespaces(
+                    field_selector="involvedObject.name=mesh,reason=CredentialsInvalid").items,
+                what="the CredentialsInvalid event",
+            )
+            assert found[0].source.component == "strongmesh-operator"
+        finally:
+            operator.terminate()
+            _, log = operator.communicate(timeout=30)
+    assert "could not post event" not in log, log

@@ -1,8 +1,9 @@
-"""kopf's whole lifecycle against the embedded API: finalizers, handlers, status, deletion.
+"""kopf's whole lifecycle against the real kube-apiserver, with the operator's identity.
 
-kopf adds its finalizer with a JSON patch that tests ``resourceVersion``, stores progress in
-annotations by merge patch, writes ``status`` through the subresource, posts events, and on
-deletion waits for its finalizer to be removed; all of it must work as against a cluster.
+The operator uses kopf as a watcher only (``@kopf.on.event``), but kopf's full machinery must
+work with the chart's operator RBAC all the same: it adds its finalizer with a JSON patch that
+tests ``resourceVersion``, stores progress in annotations by merge patch, writes ``status``
+through the subresource, posts events, and on deletion waits for its finalizer to be removed.
 """
 
 from __future__ import annotations
@@ -18,11 +19,15 @@ import pytest
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
-from tests.api.conftest import ApiServer
+from controller.kubeapi import abort_leftover_connections, load_config
+from controller.operator.handlers import connection_info
+from tests.api.audit import AuditEvent
+from tests.api.server import OPERATOR_USER, KubeApiServer
 
 pytestmark = pytest.mark.api
 
 GROUP, VERSION, PLURAL = "strongmesh.io", "v1alpha1", "ipsecpolicies"
+TEST_FINALIZER = "strongmesh.io/test"
 
 
 def eventually(check: Callable[[], bool], timeout: float = 20.0) -> None:
@@ -35,20 +40,22 @@ def eventually(check: Callable[[], bool], timeout: float = 20.0) -> None:
 
 
 @pytest.fixture
-def operator(apiserver: ApiServer) -> Iterator[list[str]]:
-    """A tiny kopf operator (own thread and loop, as kopf needs) recording what it handled."""
+def kopf_operator(apiserver: KubeApiServer) -> Iterator[list[str]]:
+    """A tiny kopf operator (own thread and loop, as kopf needs) recording what it handled,
+    logged in exactly as the product's operator logs in (its kubeconfig, its login code)."""
     calls: list[str] = []
     registry = kopf.OperatorRegistry()
+    credentials = connection_info(load_config(str(apiserver.operator_kubeconfig())))
 
     @kopf.on.login(registry=registry)  # type: ignore[untyped-decorator,unused-ignore]
     def login(**_: Any) -> kopf.ConnectionInfo:
-        return kopf.ConnectionInfo(server=apiserver.url, insecure=True)
+        return credentials
 
     @kopf.on.startup(registry=registry)  # type: ignore[untyped-decorator,unused-ignore]
     def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
         settings.posting.level = 0
         settings.watching.server_timeout = 5
-        settings.persistence.finalizer = "strongmesh.io/test"
+        settings.persistence.finalizer = TEST_FINALIZER
 
     @kopf.on.create(GROUP, VERSION, PLURAL, registry=registry)  # type: ignore[untyped-decorator,unused-ignore]
     def created(name: str, body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
@@ -85,6 +92,7 @@ def operator(apiserver: ApiServer) -> Iterator[list[str]]:
             await ready_flag.wait()
             ready.set()
             await task
+            await abort_leftover_connections()
 
         loop.run_until_complete(main())
 
@@ -100,8 +108,9 @@ def operator(apiserver: ApiServer) -> Iterator[list[str]]:
 
 
 def test_kopf_handles_create_update_and_delete_with_its_finalizer(
-    apiserver: ApiServer, operator: list[str]
+    apiserver: KubeApiServer, kopf_operator: list[str]
 ) -> None:
+    mark = apiserver.audit.mark()
     crs: Any = k8s.CustomObjectsApi(apiserver.client())
     crs.create_cluster_custom_object(
         GROUP,
@@ -121,14 +130,14 @@ def test_kopf_handles_create_update_and_delete_with_its_finalizer(
     def handled() -> bool:
         obj: Any = crs.get_cluster_custom_object(GROUP, VERSION, PLURAL, "mesh")
         return (
-            "create mesh" in operator
+            "create mesh" in kopf_operator
             and obj.get("status", {}).get("observedGeneration") == 1
-            and "strongmesh.io/test" in obj["metadata"].get("finalizers", [])
+            and TEST_FINALIZER in obj["metadata"].get("finalizers", [])
         )
 
     eventually(handled)
     crs.patch_cluster_custom_object(GROUP, VERSION, PLURAL, "mesh", {"spec": {"logLevel": 3}})
-    eventually(lambda: "update mesh" in operator)
+    eventually(lambda: "update mesh" in kopf_operator)
     crs.delete_cluster_custom_object(GROUP, VERSION, PLURAL, "mesh")
 
     def gone() -> bool:
@@ -139,7 +148,7 @@ def test_kopf_handles_create_update_and_delete_with_its_finalizer(
         return False
 
     eventually(gone)
-    assert operator == ["create mesh", "update mesh", "delete mesh"]
+    assert kopf_operator == ["create mesh", "update mesh", "delete mesh"]
     core: Any = k8s.CoreV1Api(apiserver.client())
 
     def posted() -> bool:
@@ -147,3 +156,10 @@ def test_kopf_handles_create_update_and_delete_with_its_finalizer(
         return any(e.reason == "Handled" for e in events.items)
 
     eventually(posted)
+    # All of it with the chart's operator RBAC: nothing kopf asked for was refused.
+    requests: list[AuditEvent] = apiserver.audit.events(mark, username=OPERATOR_USER)
+    assert {(r.verb, r.resource, r.subresource) for r in requests} >= {
+        ("patch", "ipsecpolicies", ""), ("patch", "ipsecpolicies", "status"),
+        ("create", "events", ""),
+    }
+    assert [str(r) for r in requests if r.code in (401, 403)] == []
