@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from controller import __version__
 
 # Subcommands in the order --help lists them.
-SUBCOMMANDS = ("validate", "agent", "operator", "apiserver", "status", "drain")
+SUBCOMMANDS = ("validate", "agent", "operator", "status", "drain")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -58,15 +58,15 @@ PLUGIN_WARNING = re.compile(
 # The runtime dependencies of pyproject.toml, by import name, and the project itself.
 RUNTIME_IMPORTS = (
     "kopf",
-    "kubernetes",
     "cryptography.x509",
     "pydantic",
     "yaml",
     "vici",
     "aiohttp",
     "prometheus_client",
-    "jsonschema",
     "controller.cli",
+    "controller.agent.main",
+    "controller.operator.run",
 )
 CAPABILITY_BITS = {"NET_ADMIN": 12, "NET_BIND_SERVICE": 10}
 
