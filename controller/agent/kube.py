@@ -1,7 +1,10 @@
 """Cluster mode: the agent's inputs from, and its status to, the Kubernetes API.
 
 What an agent watches, and why it stays O(N) for the cluster:
-- IPsecPolicies, cluster-wide: every agent needs them, and they change rarely.
+- IPsecPeerSlices, cluster-wide, never IPsecPolicies: the operator publishes in slices the
+  last valid spec of each policy and its peers (see ``controller.models.peers``), and rewrites
+  a slice only when those change. A policy's status, which changes with every aggregation,
+  never reaches an agent; a node joining rewrites one slice (one event per agent).
 - its OWN Node only (``fieldSelector=metadata.name=NODE``): labels and addresses.
 - only the Secrets its policies reference, each by ``fieldSelector=metadata.name=...`` in its
   namespace, so the chart's RBAC can grant get/list/watch by ``resourceNames``.
@@ -23,6 +26,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from controller.agent.interfaces import AgentInputs, InputSource, PolicyInput, Reporter
+from controller.agent.slices import PublishedPolicy, published_policies
 from controller.dataplane import NodeFacts
 from controller.kubeapi import (
     ApiError,
@@ -32,13 +36,13 @@ from controller.kubeapi import (
     load_config,
     selector,
 )
-from controller.models.common import GROUP, VERSION
+from controller.models.common import GROUP, VERSION, ObjectMeta
 from controller.models.node import IPsecNodeStatus
 from controller.models.policy import IPsecPolicy
 
 log = logging.getLogger(__name__)
 
-POLICIES = f"/apis/{GROUP}/{VERSION}/ipsecpolicies"
+SLICES = f"/apis/{GROUP}/{VERSION}/ipsecpeerslices"
 IPSECNODES = f"/apis/{GROUP}/{VERSION}/ipsecnodes"
 NODES = "/api/v1/nodes"
 HEARTBEAT_SECONDS = 300.0
@@ -48,10 +52,9 @@ VOLATILE_SA_FIELDS = frozenset({
 })
 
 
-def policy_view(obj: Mapping[str, Any]) -> Any:
-    """What the agent acts on: not the status the operator writes about every second."""
-    meta = obj.get("metadata") or {}
-    return meta.get("generation"), meta.get("deletionTimestamp"), obj.get("spec")
+def slice_view(obj: Mapping[str, Any]) -> Any:
+    """What the agent acts on: the slice's content, not its metadata."""
+    return obj.get("spec")
 
 
 def node_view(obj: Mapping[str, Any]) -> Any:
@@ -112,38 +115,25 @@ def _with_refusal(item: PolicyInput, refused: Mapping[tuple[str, str], str]) -> 
 
 
 def select_policies(
-    bodies: Mapping[str, Mapping[str, Any]],
+    published: Mapping[str, PublishedPolicy],
     labels: Mapping[str, str],
     secrets: Mapping[tuple[str, str], Mapping[str, str] | None],
-    last_good: dict[str, IPsecPolicy],
 ) -> tuple[PolicyInput, ...]:
-    """The policies that select a node with these labels, in name order (PURE but for the
-    ``last_good`` memory, which keeps the last valid body of each policy)."""
+    """The published policies that select a node with these labels, in name order. PURE."""
     inputs: list[PolicyInput] = []
-    for name in sorted(bodies):
-        body = bodies[name]
-        errors: tuple[str, ...] = ()
-        try:
-            policy = IPsecPolicy.model_validate(body)
-            last_good[name] = policy
-        except ValueError as error:
-            if name not in last_good:
-                log.debug("policy %s is invalid and was never valid: %s", name, error)
-                continue
-            policy = last_good[name]
-            errors = (f"invalid policy body, keeping the last valid one: {error}",)
-        if not policy.spec.node_selector.matches(dict(labels)):
+    for name in sorted(published):
+        item = published[name]
+        if not item.spec.node_selector.matches(dict(labels)):
             continue
-        meta = body.get("metadata") or {}
+        policy = IPsecPolicy(
+            metadata=ObjectMeta(name=name, generation=item.generation), spec=item.spec)
         inputs.append(PolicyInput(
             policy=policy,
-            generation=int(meta.get("generation") or policy.metadata.generation or 0),
+            generation=item.generation,
             secret_data=secrets.get(secret_key(policy)),
-            deleting=bool(meta.get("deletionTimestamp")),
-            input_errors=errors,
+            deleting=item.deleting,
+            peers=item.peers,
         ))
-    for gone in set(last_good) - set(bodies):
-        del last_good[gone]
     return tuple(inputs)
 
 
@@ -159,18 +149,18 @@ class KubeInputSource:
         self._owns_client = owns_client
         self._sync_wait = sync_wait
         self._changed = asyncio.Event()
-        self._policies = Reflector(client, POLICIES, self._changed.set, relevant=policy_view)
+        self._slices = Reflector(client, SLICES, self._changed.set, relevant=slice_view)
         self._node = Reflector(
             client, NODES, self._changed.set,
             field_selector=selector(**{"metadata.name": node_name}), relevant=node_view,
         )
         self._secrets: dict[tuple[str, str], Reflector] = {}
         self._tasks: dict[object, asyncio.Task[None]] = {}
-        self._last_good: dict[str, IPsecPolicy] = {}
+        self._reported: frozenset[str] = frozenset()
 
     def start(self) -> None:
         """Start the watches (inside the running loop)."""
-        for reflector in (self._policies, self._node):
+        for reflector in (self._slices, self._node):
             if reflector not in self._tasks:
                 self._tasks[reflector] = asyncio.create_task(reflector.run())
 
@@ -206,7 +196,7 @@ class KubeInputSource:
         return out
 
     def _reflectors(self) -> list[Reflector]:
-        return [self._policies, self._node, *self._secrets.values()]
+        return [self._slices, self._node, *self._secrets.values()]
 
     async def _settle(self) -> None:
         """Give the first list of a new watch a moment (at start, or a newly referenced
@@ -224,25 +214,22 @@ class KubeInputSource:
         await self._settle()
         node, labels = node_facts(self.node_name, self._node.items.get(self.node_name))
         errors: list[str] = []
-        if not self._policies.synced or not self._node.synced:
+        if not self._slices.synced or not self._node.synced:
             errors.append(
                 "not yet synced with the Kubernetes API"
-                + (f": {self._policies.last_error or self._node.last_error}"
-                   if self._policies.last_error or self._node.last_error else "")
+                + (f": {self._slices.last_error or self._node.last_error}"
+                   if self._slices.last_error or self._node.last_error else "")
             )
             return AgentInputs(node=node, node_labels=labels, errors=tuple(errors))
         if self._node.synced and not self._node.items:
             errors.append(f"Node {self.node_name} not found")
-        inputs = select_policies(
-            self._policies.items, labels, self._secret_data(), self._last_good
-        )
+        published = self._published()
+        inputs = select_policies(published, labels, self._secret_data())
         wanted = {secret_key(p.policy) for p in inputs}
         if wanted != set(self._secrets):
             self._follow_secrets(wanted)
             await self._settle()
-            inputs = select_policies(
-                self._policies.items, labels, self._secret_data(), self._last_good
-            )
+            inputs = select_policies(published, labels, self._secret_data())
         # A freshly followed Secret is not listed yet: report it as not-yet-read, not missing.
         pending = [
             f"{ns}/{n}" for (ns, n), r in self._secrets.items() if not r.synced and not r.refused
@@ -255,6 +242,15 @@ class KubeInputSource:
         if refused:
             inputs = tuple(_with_refusal(p, refused) for p in inputs)
         return AgentInputs(node=node, node_labels=labels, policies=inputs, errors=tuple(errors))
+
+    def _published(self) -> dict[str, PublishedPolicy]:
+        """The policies the slices publish; an unreadable slice is logged once (the operator,
+        their only writer, rewrites it) and the others still count."""
+        published, problems = published_policies(self._slices.items.values())
+        for problem in sorted(set(problems) - self._reported):
+            log.warning("%s", problem)
+        self._reported = frozenset(problems)
+        return published
 
     async def wait_changed(self, timeout: float) -> bool:
         self.start()

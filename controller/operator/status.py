@@ -64,6 +64,9 @@ class PolicyFacts:
     spec_errors: tuple[str, ...] = ()
     # (node, peer) pairs without an installed CHILD_SA for longer than the grace period.
     overdue_pairs: tuple[tuple[str, str], ...] = ()
+    # The policy's peers as the operator publishes them (node names): a node expects an SA with
+    # each of the others even before its agent has read the slice that lists them.
+    peers: tuple[str, ...] = ()
 
 
 def selected_nodes(selector: LabelSelector, nodes: Mapping[str, Mapping[str, str]]) -> list[str]:
@@ -107,7 +110,8 @@ def node_row(
         generation=entry.generation if entry else None,
         established_sas=len(sas),
         peers=peers,
-        expected_peers=entry.expected_peers if entry else 0,
+        expected_peers=max(entry.expected_peers if entry else 0,
+                           len(set(policy.peers) - {name}) if name in policy.peers else 0),
         established_peers=entry.established_peers if entry else 0,
         last_change=None,
         message=message,

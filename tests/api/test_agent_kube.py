@@ -2,8 +2,9 @@
 
 The agent runs with the identity the chart gives node-1's agent pod (ServiceAccount
 ``strongmesh-agent``, token bound to Node node-1) and talks to the API through ``Proxy``, a
-TCP proxy owned by the test that can cut the connection (an API outage) and restore it. Which
-requests the agent made is read from the server's audit log.
+TCP proxy owned by the test that can cut the connection (an API outage) and restore it. The
+real operator runs too: agents learn policies only from the IPsecPeerSlices it publishes.
+Which requests the agent made is read from the server's audit log.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from controller.agent.kube import KubeInputSource, KubeReporter
 from controller.dataplane import NodeFacts
 from controller.kubeapi import KubeClient, abort_leftover_connections, load_config
 from controller.models.node import IPsecNodeStatus
+from controller.operator.run import OperatorThread
 from tests.api.audit import AuditEvent
 from tests.api.operator_support import Proxy
 from tests.api.server import AGENT_USER, KubeApiServer
@@ -52,7 +54,7 @@ async def proxy(apiserver: KubeApiServer) -> AsyncIterator[Proxy]:
 
 @pytest.fixture
 async def source(
-    apiserver: KubeApiServer, proxy: Proxy, core: Any
+    apiserver: KubeApiServer, proxy: Proxy, core: Any, operator: OperatorThread
 ) -> AsyncIterator[KubeInputSource]:
     """node-1's agent inputs. Node node-1 exists first: its agent's token is bound to it."""
     core.create_node(node("node-1", "10.77.0.1", pool="a"))
@@ -161,7 +163,8 @@ async def test_label_and_secret_changes_wake_the_agent(
 
 def _allowed_for_node_1(request: AuditEvent) -> bool:
     """What node-1's agent may ask for (DESIGN.md: its Node, the referenced Secret by name,
-    the policies, its own IPsecNode; never a watch of IPsecNodes)."""
+    the published policies and peers, its own IPsecNode; never IPsecPolicies, never a watch
+    of IPsecNodes)."""
     if request.resource == "nodes":
         return (request.verb == "get" and request.name == "node-1") or (
             request.verb in ("list", "watch") and request.field_selector == "metadata.name=node-1"
@@ -172,14 +175,14 @@ def _allowed_for_node_1(request: AuditEvent) -> bool:
             and request.verb in ("list", "watch")
             and request.field_selector == "metadata.name=creds-a"
         )
-    if request.resource == "ipsecpolicies":
+    if request.resource == "ipsecpeerslices":
         return request.verb in ("list", "watch") and not request.subresource
     if request.resource == "ipsecnodes":
         return request.verb in ("get", "create", "patch") and request.name == "node-1"
     return False
 
 
-async def test_agent_watches_only_its_node_and_referenced_secrets_never_ipsecnodes(
+async def test_agent_watches_slices_its_node_and_secrets_never_policies_or_ipsecnodes(
     apiserver: KubeApiServer, source: KubeInputSource, core: Any, custom: Any
 ) -> None:
     mark = apiserver.audit.mark()
@@ -194,14 +197,14 @@ async def test_agent_watches_only_its_node_and_referenced_secrets_never_ipsecnod
         return {r.resource for r in requests if r.verb == "watch"}
 
     requests = apiserver.audit.wait_for(
-        mark, lambda r: watched(r) >= {"ipsecpolicies", "nodes", "secrets"},
+        mark, lambda r: watched(r) >= {"ipsecpeerslices", "nodes", "secrets"},
         username=AGENT_USER, node="node-1", what="node-1's agent's watches",
     )
     assert requests
     for request in requests:
         assert _allowed_for_node_1(request), str(request)
         assert request.code not in (401, 403), str(request)  # nothing it asked for was refused
-    assert watched(requests) == {"ipsecpolicies", "nodes", "secrets"}
+    assert watched(requests) == {"ipsecpeerslices", "nodes", "secrets"}
     assert {r.verb for r in requests if r.resource == "ipsecnodes"} <= {"get", "create", "patch"}
 
 
@@ -270,16 +273,15 @@ async def test_deleting_policy_is_flagged_for_teardown(
 ) -> None:
     seed(core, custom)
     await settle(source, lambda i: names(i) == ["pa"] and not i.errors)
-    custom.patch_cluster_custom_object(
-        G, V, "ipsecpolicies", "pa", {"metadata": {"finalizers": ["strongmesh.io/teardown"]}}
-    )
+    reporter = KubeReporter(source.client, "node-1")
+    facts = NodeFacts("node-1", ("10.77.0.1",))
+    enforcing = IPsecNodeStatus.model_validate({"policies": [{"name": "pa", "generation": 1}]})
+    await reporter.report(facts, "CN=a", enforcing)  # so the operator waits for the teardown
     custom.delete_cluster_custom_object(G, V, "ipsecpolicies", "pa")
     flagged = await settle(source, lambda i: bool(i.policies) and i.policies[0].deleting)
     assert names(flagged) == ["pa"]
-    custom.patch_cluster_custom_object(
-        G, V, "ipsecpolicies", "pa", {"metadata": {"finalizers": []}}
-    )
-    await settle(source, lambda i: names(i) == [])
+    await reporter.report(facts, "CN=a", IPsecNodeStatus())  # torn down
+    await settle(source, lambda i: names(i) == [])  # the operator removed policy and slices
 
 
 async def test_policy_status_writes_and_node_heartbeats_do_not_wake_the_agent(
@@ -295,13 +297,10 @@ async def test_policy_status_writes_and_node_heartbeats_do_not_wake_the_agent(
     core.patch_node_status("node-1", {"status": {"conditions": [
         {"type": "Ready", "status": "True", "reason": "KubeletReady", "message": "ok"}
     ]}})
-    # Once the agent's watches have delivered both changes (its caches hold them), no wake-up
-    # may be pending: the changes were seen, and judged irrelevant.
-    policies, nodes = source._policies, source._node
-    await until(
-        lambda: (policies.items["pa"].get("status") or {}).get("observedGeneration") == 1,
-        "the policy's status write to reach the agent's cache",
-    )
+    # Once the Node heartbeat reached the agent's cache, no wake-up may be pending: the
+    # heartbeat was seen and judged irrelevant, and the policy's status never reaches an
+    # agent (it watches the operator's slices, not policies).
+    nodes = source._node
     await until(
         lambda: bool((nodes.items["node-1"].get("status") or {}).get("conditions")),
         "the Node heartbeat to reach the agent's cache",
@@ -313,6 +312,27 @@ async def test_policy_status_writes_and_node_heartbeats_do_not_wake_the_agent(
     assert await source.wait_changed(5.0)
     changed = await settle(source, lambda i: bool(i.policies) and i.policies[0].generation == 2)
     assert changed.policies[0].policy.spec.enforcement == "Optional"
+
+
+async def test_an_invalid_edit_never_reaches_the_agent(
+    source: KubeInputSource, core: Any, custom: Any
+) -> None:
+    """The operator publishes only specs that validate: a bad edit leaves the node on the last
+    good one (here an IKE proposal without a key exchange, which the CRD schema lets through)."""
+    seed(core, custom)
+    await settle(source, lambda i: names(i) == ["pa"] and not i.errors)
+    custom.patch_cluster_custom_object(
+        G, V, "ipsecpolicies", "pa", {"spec": {"ike": {"proposals": ["aes128-sha256!"]}}}
+    )
+    await until(
+        lambda: (custom.get_cluster_custom_object(G, V, "ipsecpolicies", "pa").get("status")
+                 or {}).get("observedGeneration") == 2,
+        "the operator to judge generation 2",
+    )
+    inputs = await source.snapshot()
+    (only,) = inputs.policies
+    assert only.generation == 1
+    assert only.policy.spec.ike.proposals == ["aes128-sha256-modp2048!"]
 
 
 async def test_a_secret_the_agent_may_not_read_fails_only_its_policy(

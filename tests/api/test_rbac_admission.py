@@ -151,6 +151,29 @@ def replace_policy_status(api: Apis) -> object:
         G, V, "ipsecpolicies", "mesh", current)
 
 
+def get_policy(api: Apis) -> object:
+    return api.custom.get_cluster_custom_object(G, V, "ipsecpolicies", "mesh")
+
+
+def list_policies(api: Apis) -> object:
+    return api.custom.list_cluster_custom_object(G, V, "ipsecpolicies")
+
+
+def list_ipsec_nodes(api: Apis) -> object:
+    return api.custom.list_cluster_custom_object(G, V, "ipsecnodes")
+
+
+def list_slices(api: Apis) -> object:
+    return api.custom.list_cluster_custom_object(G, V, "ipsecpeerslices")
+
+
+def create_slice(api: Apis) -> object:
+    return api.custom.create_cluster_custom_object(G, V, "ipsecpeerslices", {
+        "apiVersion": f"{G}/{V}", "kind": "IPsecPeerSlice", "metadata": {"name": "forged"},
+        "spec": {"policy": "mesh", "policyGeneration": 1},
+    })
+
+
 def patch_node(api: Apis) -> object:
     return api.core.patch_node("node-1", {"metadata": {"labels": {"pool": "b"}}})
 
@@ -194,7 +217,7 @@ CASES = [
     Case("agent-node-1", "create IPsecNode node-2", create_ipsec_node("node-2"),
          not_own("node-2"), before=without("node-2")),
     Case("agent-node-1", "update IPsecNode node-2", replace_ipsec_node("node-2"),
-         not_own("node-2")),
+         agent("update", "ipsecnodes", G)),
     Case("agent-node-1", "patch IPsecNode node-2", patch_ipsec_node("node-2"), not_own("node-2")),
     Case("agent-node-1", "patch IPsecNode node-2 status", patch_ipsec_node_status("node-2"),
          not_own("node-2")),
@@ -203,7 +226,9 @@ CASES = [
     # ... and its own.
     Case("agent-node-1", "create IPsecNode node-1", create_ipsec_node("node-1"), ALLOWED,
          before=without("node-1")),
-    Case("agent-node-1", "update IPsecNode node-1", replace_ipsec_node("node-1"), ALLOWED),
+    # (it patches; a PUT is no verb of its)
+    Case("agent-node-1", "update IPsecNode node-1", replace_ipsec_node("node-1"),
+         agent("update", "ipsecnodes", G)),
     Case("agent-node-1", "patch IPsecNode node-1", patch_ipsec_node("node-1"), ALLOWED),
     Case("agent-node-1", "patch IPsecNode node-1 status", patch_ipsec_node_status("node-1"),
          ALLOWED),
@@ -226,7 +251,15 @@ CASES = [
     Case("agent-node-1", "get a listed name in another namespace",
          get_secret("ipsec-credentials", OTHER_NAMESPACE),
          agent("get", "secrets", namespace=OTHER_NAMESPACE)),
-    # Policies are read-only to agents; Nodes too; no Events.
+    # Agents read policies only as the operator publishes them (IPsecPeerSlices), never the
+    # IPsecPolicies themselves; they write neither. Nodes are read-only to them; no Events.
+    Case("agent-node-1", "list IPsecPeerSlices (the agent's watch)", list_slices, ALLOWED),
+    Case("agent-node-1", "create an IPsecPeerSlice", create_slice,
+         agent("create", "ipsecpeerslices", G)),
+    Case("agent-node-1", "get an IPsecPolicy", get_policy, agent("get", "ipsecpolicies", G)),
+    Case("agent-node-1", "list IPsecPolicies", list_policies,
+         agent("list", "ipsecpolicies", G)),
+    Case("agent-node-1", "list IPsecNodes", list_ipsec_nodes, agent("list", "ipsecnodes", G)),
     Case("agent-node-1", "patch IPsecPolicy status", patch_policy_status,
          agent("patch", "ipsecpolicies/status", G)),
     Case("agent-node-1", "patch IPsecPolicy", patch_policy, agent("patch", "ipsecpolicies", G)),
@@ -264,6 +297,7 @@ CASES = [
          operator("get", "secrets", namespace=NAMESPACE)),
     Case("operator", "list Secrets without the name selector", list_secrets(),
          operator("list", "secrets", namespace=NAMESPACE)),
+    Case("operator", "create an IPsecPeerSlice (publishing a policy)", create_slice, ALLOWED),
     Case("operator", "create an Event", create_event, ALLOWED),
     Case("operator", "patch an Event", patch_event,
          operator("patch", "events", namespace="default"), before=an_event),

@@ -10,10 +10,12 @@ from typing import Any
 import pytest
 
 from controller.agent.kube import KubeReporter, node_facts, select_policies, significant
+from controller.agent.slices import PublishedPolicy
 from controller.dataplane import NodeFacts
 from controller.kubeapi import ApiError, ApiUnavailableError, parse_kubeconfig
 from controller.models.node import IPsecNodeStatus
-from controller.models.policy import IPsecPolicy
+from controller.models.peers import Peer
+from controller.models.policy import IPsecPolicySpec
 
 
 def test_kubeconfig_current_context_with_inline_and_file_credentials(tmp_path: Path) -> None:
@@ -71,41 +73,31 @@ def test_node_facts_prefer_internal_addresses_and_keep_labels() -> None:
     assert node_facts("n1", None) == (NodeFacts("n1", ()), {})
 
 
-def policy(
-    name: str, generation: int = 1, deleting: bool = False, subnets: Any = None, **labels: str
-) -> dict[str, Any]:
-    meta: dict[str, Any] = {"name": name, "generation": generation}
-    if deleting:
-        meta["deletionTimestamp"] = "2026-01-01T00:00:00Z"
-    return {
-        "apiVersion": "strongmesh.io/v1alpha1",
-        "kind": "IPsecPolicy",
-        "metadata": meta,
-        "spec": {
+def published(
+    name: str, generation: int = 1, deleting: bool = False, **labels: str
+) -> PublishedPolicy:
+    return PublishedPolicy(
+        name=name, generation=generation, deleting=deleting,
+        spec=IPsecPolicySpec.model_validate({
             "nodeSelector": {"matchLabels": labels},
-            "ipsecSubnets": subnets if subnets is not None else ["10.77.0.0/24"],
+            "ipsecSubnets": ["10.77.0.0/24"],
             "credentials": {"secretRef": {"name": f"{name}-creds", "namespace": "sm"}},
-        },
-    }
+        }),
+        peers=(Peer(node="node-9", address="10.77.0.9"),),
+    )
 
 
-def test_selection_filters_by_labels_sorts_and_attaches_secrets() -> None:
-    bodies = {"z": policy("z"), "a": policy("a", 3, deleting=True), "b": policy("b", pool="b")}
+def test_selection_filters_by_labels_sorts_and_attaches_secrets_and_peers() -> None:
+    policies = {"z": published("z"), "a": published("a", 3, deleting=True),
+                "b": published("b", pool="b")}
     secrets = {("sm", "z-creds"): {"tls.crt": "x"}}
-    inputs = select_policies(bodies, {"pool": "a"}, secrets, {})
+    inputs = select_policies(policies, {"pool": "a"}, secrets)
     assert [(p.policy.metadata.name, p.generation, p.deleting, p.secret_data) for p in inputs] == [
         ("a", 3, True, None),
         ("z", 1, False, {"tls.crt": "x"}),
     ]
-
-
-def test_invalid_body_keeps_the_last_valid_policy_with_an_input_error() -> None:
-    memory: dict[str, IPsecPolicy] = {}
-    select_policies({"p": policy("p")}, {}, {}, memory)
-    (kept,) = select_policies({"p": policy("p", 2, subnets=[])}, {}, {}, memory)
-    assert kept.policy.spec.ipsec_subnets == ["10.77.0.0/24"]
-    assert kept.input_errors
-    assert select_policies({"q": policy("q", subnets=[])}, {}, {}, {}) == ()
+    assert inputs[0].policy.metadata.generation == 3
+    assert [p.node for p in inputs[1].peers] == ["node-9"]
 
 
 def test_significant_ignores_counters_and_heartbeat() -> None:

@@ -270,3 +270,15 @@ def test_missing_pairs_are_read_from_the_selected_nodes_reports() -> None:
              "node-9": meshed("node-9", 1, ["node-1"])}
     assert missing_pairs("mesh", nodes, ["node-1", "node-2"]) == [
         ("node-1", "node-2"), ("node-1", "node-3")]
+
+
+def test_a_node_that_has_not_read_its_peers_yet_is_not_counted_complete() -> None:
+    # Both agents enforce and report no peers (their slices listed none yet); the operator
+    # knows them as each other's peers, so Ready waits for the SAs it will take.
+    nodes = {"node-1": meshed("node-1", 0, []), "node-2": meshed("node-2", 0, [])}
+    facts = PolicyFacts(name="mesh", generation=2,
+                        selector=LabelSelector(match_labels={"role": "worker"}),
+                        peers=("node-1", "node-2"))
+    status = compute_status(facts, VALID, NODES, nodes, [], None, T0)
+    assert conditions(status)["Ready"] == ("False", "PeersConnecting")
+    assert [(r.expected_peers, r.established_peers) for r in status.nodes] == [(1, 0), (1, 0)]
