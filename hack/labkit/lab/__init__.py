@@ -37,7 +37,8 @@ Scenario steps (``hack/lab run --steps FILE``, a JSON list; tests pass them dire
 ``{"do": "write_policy", "file": NAME}`` (a ``--file NAME=PATH`` copied into the lab),
 ``{"do": "wait_ready", "expected": {policy: generation}}``, ``{"do": "wait_policies"}``
 (owned xfrm policies back to their count after ``main``), ``{"do": "wait_sas"}`` (ESP states
-between every node pair), ``{"do": "wait_status",
+between every node pair), ``{"do": "wait_one_sa_per_peer", "nodes"?: [...]}`` (exactly one ESP
+state each way per pair of those nodes, none with a node outside them), ``{"do": "wait_status",
 "error_contains": TEXT, "node"?}``, ``{"do": "snapshot", "label": L}`` (xfrm states and
 statuses), ``{"do": "sleep", "seconds": s}``, ``{"do": "measure_agents", "seconds": s}``,
 ``{"do": "measure_pass", "repeat": n}``. Without ``node`` a step acts on every lab node.
@@ -45,6 +46,7 @@ Cluster mode adds (``cluster.py``): ``{"do": "apply", "file": NAME}`` (a ``--fil
 created or replaced through the API), ``{"do": "delete", "kind"?, "name"}``, ``{"do": "get",
 "kind"?, "name"}``, ``{"do": "wait_policy", "name", "condition"?: "Ready", "status"?: "True",
 "message_contains"?}`` (for the policy's current generation), ``{"do": "wait_gone", "name"}``,
-``{"do": "kubectl", "args": [...], "label"?}``, ``{"do": "owned_policies"}`` (xfrm policies in
+``{"do": "kubectl", "args": [...], "label"?}``, ``{"do": "label_node", "node", "labels"}`` (a
+merge patch of the Node's labels), ``{"do": "owned_policies"}`` (xfrm policies in
 strongmesh's priority bands, per node); ``wait_status`` and ``snapshot`` read IPsecNodes.
 """

@@ -456,6 +456,13 @@ class ClusterMode:
         self.results.setdefault("kubectl", {})[step.get("label", " ".join(step["args"]))] = result
         return result
 
+    def step_label_node(self, step: dict[str, Any]) -> str:
+        """``{"do": "label_node", "node": N, "labels": {key: value or null}}`` (a merge patch:
+        null removes the label), e.g. to take a node out of a policy's nodeSelector."""
+        self.api.request("PATCH", object_path("Node", step["node"]),
+                         {"metadata": {"labels": step["labels"]}}, "application/merge-patch+json")
+        return f"Node/{step['node']} labels {step['labels']}"
+
     def step_owned_policies(self, step: dict[str, Any]) -> dict[str, int]:
         """``{"do": "owned_policies"}``: each node's count of xfrm policies in our bands."""
         counter = getattr(self, "owned_policies")  # noqa: B009 - provided by inside.Lab

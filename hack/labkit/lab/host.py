@@ -227,7 +227,11 @@ def _boot_and_report(options: LabOptions, workdir: Path, cluster: Any) -> dict[s
         if options.mode == "cluster" and options.policy is not None:
             manifests["policy.yaml"] = manifest_documents(options.policy)
         for name, source in options.extra_files.items():
-            shutil.copyfile(source, workdir / name)
+            if (options.mode == "standalone" and options.standalone_peers
+                    and source.suffix in (".yaml", ".yml")):
+                (workdir / name).write_text(with_lab_peers(source.read_text(), options.nodes))
+            else:
+                shutil.copyfile(source, workdir / name)
             if source.suffix in (".yaml", ".yml"):
                 manifests[name] = manifest_documents(source)
         config["manifests"] = manifests

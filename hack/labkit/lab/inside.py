@@ -587,6 +587,34 @@ class Lab(ClusterMode, OpsSteps):
     def step_wait_sas(self, step: dict[str, Any]) -> bool:
         return self.wait_sas(float(step.get("timeout", 20)))
 
+    def step_wait_one_sa_per_peer(self, step: dict[str, Any]) -> float:
+        """``{"do": "wait_one_sa_per_peer", "nodes"?: [names], "timeout"?: s}``: until each of
+        those nodes holds exactly one ESP state in and one out with every other of them, and
+        none with a node outside the set (a peer that left). Returns the seconds it took."""
+        members = [self.host(n) for n in step.get("nodes") or [h.name for h in self.nodes]]
+        inside = {h.address for h in members}
+        started = time.time()
+        deadline = started + float(step.get("timeout", 30))
+        last: dict[str, Any] = {}
+        while time.time() < deadline:
+            last = {}
+            for host in members:
+                pairs = [(s["src"], s["dst"]) for s in self.xfrm_states(host)]
+                for peer in members:
+                    if peer is not host:
+                        got = (pairs.count((peer.address, host.address)),
+                               pairs.count((host.address, peer.address)))
+                        if got != (1, 1):
+                            last[f"{host.name}<->{peer.name}"] = got
+                strays = [p for p in pairs if not {p[0], p[1]} <= inside]
+                if strays:
+                    last[f"{host.name} strays"] = strays
+            if not last:
+                return round(time.time() - started, 3)
+            time.sleep(0.2)
+        raise RuntimeError(f"not exactly one SA per peer within {step.get('timeout', 30)} s: "
+                           f"{last}")
+
     def step_wait_status(self, step: dict[str, Any]) -> dict[str, Any] | None:
         """Wait until the nodes' status files have an error containing a text."""
         deadline = time.time() + float(step.get("timeout", 30))
