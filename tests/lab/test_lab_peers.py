@@ -10,9 +10,8 @@ the initiator or on the responder, and after a peer leaves the policy and return
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
-
 from pathlib import Path
+from typing import Any
 
 from tests.lab.conftest import EXAMPLE, matrix, node_pairs, policy_variant
 
@@ -33,7 +32,8 @@ def _inbound_per_peer(states: dict[str, list[dict[str, Any]]], nodes: int) -> li
 
 
 def _step(report: dict[str, Any], action: str, index: int = 0) -> dict[str, Any]:
-    return [s for s in report["steps"] if s["do"] == action][index]
+    found: list[dict[str, Any]] = [s for s in report["steps"] if s["do"] == action]
+    return found[index]
 
 
 def _mesh(nodes: int) -> str:

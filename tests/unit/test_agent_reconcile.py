@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
 import pytest
 
 from controller.agent.interfaces import AgentInputs, PolicyInput
@@ -12,119 +10,13 @@ from controller.dataplane import REQID_BASE, NodeFacts
 from controller.models.node import SecurityAssociation
 from controller.models.peers import Peer
 from controller.models.policy import IPsecPolicy
-from controller.strongswan.diff import ActualCharon, CharonPlan
-from controller.xfrm import XfrmPlan, XfrmPolicy, XfrmState
+from controller.xfrm import XfrmState
 from tests.certs import make_ca, make_cert, secret_data
+from tests.fakes import FakeCharon, FakeXfrm
 
 NODE = NodeFacts(name="node-1", addresses=("10.77.0.1",))
 CA = make_ca()
 DATA = secret_data(make_cert(CA, "strongmesh-node"), cas=[CA])
-
-
-class FakeXfrm:
-    """The owned part of a network namespace's xfrm state."""
-
-    def __init__(self) -> None:
-        self.policies: dict[object, XfrmPolicy] = {}
-        self.states: list[XfrmState] = []
-        self.deleted: list[XfrmState] = []
-        self.acq = 30
-        self.applied = 0
-
-    def read_policies(self) -> frozenset[XfrmPolicy]:
-        return frozenset(self.policies.values())
-
-    def apply(self, plan: XfrmPlan) -> None:
-        self.applied += 1
-        for p in plan.delete:
-            self.policies.pop(p.key, None)
-        for p in (*plan.add, *plan.update):
-            self.policies[p.key] = p
-
-    def read_states(self) -> list[XfrmState]:
-        return list(self.states)
-
-    def delete_states(self, states: Iterable[XfrmState]) -> None:
-        for s in states:
-            self.states.remove(s)
-            self.deleted.append(s)
-
-    def set_acq_expires(self, seconds: int) -> None:
-        self.acq = seconds
-
-    def get_acq_expires(self) -> int:
-        return self.acq
-
-
-class FakeCharon:
-    """A charon that holds what CharonPlans load into it."""
-
-    def __init__(self) -> None:
-        self.instance = "start-1"
-        self.conns: dict[str, str | None] = {}
-        self.certs: set[str] = set()
-        self.keys: set[str] = set()
-        self.authorities: set[str] = set()
-        self.plans: list[CharonPlan] = []
-        self.sas: list[SecurityAssociation] = []
-        self.initiated: list[str] = []
-        self.terminated: list[str] = []
-        self.down = False
-
-    def restart(self) -> None:
-        self.__init__()  # type: ignore[misc]
-        self.instance = "start-2"
-
-    def _up(self) -> None:
-        if self.down:
-            raise ConnectionRefusedError("no charon")
-
-    def read_actual(self) -> ActualCharon:
-        self._up()
-        return ActualCharon(
-            charon_id=self.instance, conns=dict(self.conns), certs=frozenset(self.certs),
-            keys=frozenset(self.keys), authorities=frozenset(self.authorities),
-            owned_certs=frozenset(self.certs), owned_keys=frozenset(self.keys),
-        )
-
-    def apply(self, plan: CharonPlan) -> None:
-        self._up()
-        self.plans.append(plan)
-        if plan.clear_creds:
-            self.certs.clear()
-            self.keys.clear()
-            self.authorities.clear()
-        for name in plan.unload_conns:
-            self.conns.pop(name, None)
-        self.keys -= set(plan.unload_keys)
-        self.authorities -= set(plan.unload_authorities)
-        self.authorities |= set(plan.load_authorities)
-        self.certs |= set(plan.load_certs)
-        self.keys |= set(plan.load_keys)
-        for name in plan.load_conns:
-            self.conns[name] = plan.fingerprints.get(name)
-
-    def list_sas(self) -> list[SecurityAssociation]:
-        self._up()
-        return list(self.sas)
-
-    def initiate(self, connection: str) -> None:
-        self._up()
-        if connection not in self.conns:
-            raise RuntimeError(f"no config named '{connection}'")  # as charon refuses it
-        self.initiated.append(connection)
-
-    def terminate_ike(self, ike_id: str) -> None:
-        self._up()
-        self.terminated.append(ike_id)
-        self.sas = [sa for sa in self.sas if sa.ike_id != ike_id]
-
-    def charon_id(self) -> str:
-        self._up()
-        return self.instance
-
-    def close(self) -> None:
-        pass
 
 
 def policy(name: str = "mesh", **spec: object) -> IPsecPolicy:
@@ -193,7 +85,7 @@ def test_restarted_charon_gets_its_configuration_again(world: World) -> None:
     result = rec.run_pass(inputs(policy()))
     assert result.charon_changed
     assert list(charon.conns) == ["sm-mesh"]
-    assert rec.charon_id == "start-2"
+    assert rec.charon_id == "charon-2"
 
 
 def test_unreachable_charon_still_gets_kernel_policies_and_is_reported(world: World) -> None:

@@ -42,10 +42,12 @@ def test_inside_runner_imports_only_the_standard_library() -> None:
 def test_steps_are_exactly_the_documented_ones() -> None:
     documented = {
         "probe", "flush_xfrm", "restart_charon", "kill_agent", "start_agent", "write_policy",
-        "wait_ready", "wait_policies", "wait_sas", "wait_status", "snapshot", "sleep",
+        "wait_ready", "wait_policies", "wait_sas", "wait_one_sa_per_peer", "wait_status",
+        "snapshot", "sleep",
         "measure_agents", "measure_pass",
         # cluster mode (cluster.py)
-        "apply", "delete", "get", "wait_policy", "wait_gone", "kubectl", "owned_policies",
+        "apply", "delete", "get", "wait_policy", "wait_gone", "kubectl", "label_node",
+        "owned_policies",
         # operations (steps_ops.py)
         "metrics", "gentle_shutdown",
     }

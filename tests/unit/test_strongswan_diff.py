@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -11,13 +11,12 @@ from controller.strongswan.diff import (
     ActualCharon,
     CharonPlan,
     conn_fingerprint,
-    embedded_certs,
-    owned_after,
     plan_changes,
 )
 from controller.strongswan.render import CharonPolicy, DesiredCharon, cert_name, render_charon
 from tests.certs import make_ca
 from tests.charon import issue_node
+from tests.fakes import FakeCharon
 
 CA, NEXT_CA = make_ca("diff CA"), make_ca("next CA")
 NODE = NodeFacts("node-1", ("10.0.0.1",))
@@ -40,58 +39,6 @@ def desired(*items: tuple[IPsecPolicy, NodeCredentials]) -> DesiredCharon:
     )
 
 
-@dataclass
-class FakeCharon:
-    """charon's VICI credential semantics as the adapter relies on them (checked for real in
-    tests/integration/test_vici_charon.py): certificates in a loaded connection stay loaded,
-    clear-creds drops certificates and keys loaded over VICI but not authorities."""
-
-    conns: dict[str, str | None] = field(default_factory=dict)
-    cred_certs: set[str] = field(default_factory=set)
-    authority_certs: dict[str, str] = field(default_factory=dict)
-    keys: set[str] = field(default_factory=set)
-    owned: tuple[frozenset[str], frozenset[str]] = (frozenset(), frozenset())
-    calls: list[str] = field(default_factory=list)
-
-    def actual(self) -> ActualCharon:
-        return ActualCharon(
-            charon_id="1",
-            conns=dict(self.conns),
-            certs=frozenset(self.cred_certs | set(self.authority_certs.values())),
-            keys=frozenset(self.keys),
-            authorities=frozenset(self.authority_certs),
-            owned_certs=self.owned[0],
-            owned_keys=self.owned[1],
-        )
-
-    def apply(self, plan: CharonPlan) -> None:
-        before = self.actual()
-        self.calls.append(plan.summary())
-        if plan.clear_creds:
-            self.cred_certs.clear()
-            self.keys.clear()
-        for name in plan.unload_conns:
-            del self.conns[name]
-        self.keys -= set(plan.unload_keys)
-        for name in plan.unload_authorities:
-            del self.authority_certs[name]
-        for name, der in plan.load_authorities.items():
-            self.authority_certs[name] = cert_name(der)
-        self.cred_certs |= set(plan.load_certs)
-        self.keys |= set(plan.load_keys)
-        for name, body in plan.load_conns.items():
-            self.conns[name] = plan.fingerprints[name]
-            self.cred_certs |= embedded_certs(body)
-        self.owned = owned_after(plan, before)
-
-    def converge(self, want: DesiredCharon) -> CharonPlan:
-        plan = plan_changes(want, self.actual())
-        self.apply(plan)
-        again = plan_changes(want, self.actual())
-        assert again.is_empty, again.summary()
-        return plan
-
-
 def test_empty_charon_gets_everything_in_one_plan() -> None:
     want = desired((policy("a"), CREDS))
     plan = plan_changes(want, ActualCharon(charon_id="x"))
@@ -106,7 +53,7 @@ def test_empty_charon_gets_everything_in_one_plan() -> None:
 def test_second_pass_over_an_applied_plan_is_empty() -> None:
     charon = FakeCharon()
     charon.converge(desired((policy("a"), CREDS), (policy("b"), CREDS)))
-    assert len(charon.calls) == 1
+    assert len(charon.plans) == 1
 
 
 def test_changing_one_policy_reloads_only_that_connection() -> None:
@@ -127,7 +74,7 @@ def test_connection_with_unknown_fingerprint_is_reloaded() -> None:
     charon = FakeCharon()
     charon.converge(want)
     charon.conns["sm-a"] = None  # e.g. ledger lost: charon holds it, we cannot vouch for it
-    assert list(plan_changes(want, charon.actual()).load_conns) == ["sm-a"]
+    assert list(plan_changes(want, charon.read_actual()).load_conns) == ["sm-a"]
 
 
 def test_removed_policy_unloads_its_connection_only() -> None:
@@ -172,7 +119,7 @@ def test_ca_rotation_swaps_authorities_and_purges_the_old_root() -> None:
     assert plan.clear_creds  # the old root was also loaded through the connection's cacerts
     (old_root_der,) = desired((policy("a"), CREDS)).authorities.values()
     old_root = cert_name(old_root_der)
-    assert old_root not in charon.actual().certs
+    assert old_root not in charon.read_actual().certs
 
 
 def test_credentials_somebody_else_loaded_are_left_alone() -> None:

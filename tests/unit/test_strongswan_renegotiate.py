@@ -11,7 +11,8 @@ from vici.exception import CommandException
 
 from controller.strongswan.diff import CharonPlan, plan_changes
 from controller.strongswan.vici_client import Charon
-from tests.unit.test_strongswan_diff import CREDS, FakeCharon, desired, policy
+from tests.fakes import FakeCharon
+from tests.unit.test_strongswan_diff import CREDS, desired, policy
 
 
 @pytest.mark.parametrize(
@@ -32,7 +33,7 @@ def test_only_a_changed_connection_is_renegotiated(
     elif ledger is None:
         charon.conns["sm-a"] = None
     new = desired((policy("a", esp={"proposals": ["aes256gcm16!"]}), CREDS))
-    plan = plan_changes(new, charon.actual())
+    plan = plan_changes(new, charon.read_actual())
     assert list(plan.load_conns) == ["sm-a"]
     assert plan.renegotiate_conns == expected
 
@@ -41,7 +42,7 @@ def test_unchanged_connection_is_neither_reloaded_nor_renegotiated() -> None:
     charon = FakeCharon()
     want = desired((policy("a"), CREDS))
     charon.converge(want)
-    plan = plan_changes(want, charon.actual())
+    plan = plan_changes(want, charon.read_actual())
     assert plan.renegotiate_conns == ()
     assert plan.is_empty
 
