@@ -314,6 +314,7 @@ class Reflector:
         # The server's refusal (403) of the last list/watch, "" otherwise: a definite answer
         # (RBAC), unlike an outage; the reflector keeps retrying in case RBAC changes.
         self.refused = ""
+        self.events = 0  # watch events received (bookmarks not counted): what scale costs
         self._on_change = on_change
         # What of an object matters to the caller: changes elsewhere (a policy's status, a
         # Node's heartbeat conditions) update ``items`` but do not call ``on_change``.
@@ -384,6 +385,7 @@ class Reflector:
         return {name: self._relevant(obj) for name, obj in items.items()}
 
     def _apply(self, kind: str, obj: dict[str, Any]) -> None:
+        self.events += 1
         name = obj.get("metadata", {}).get("name")
         if not name:
             return

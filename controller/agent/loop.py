@@ -110,16 +110,20 @@ async def run_loop(
     stop: asyncio.Event | None = None,
     stats: LoopStats | None = None,
     wake: asyncio.Event | None = None,
+    handle_signals: bool = True,
 ) -> None:
     """Run passes until ``stop`` is set (or SIGTERM/SIGINT). ``run_pass`` runs in a thread.
 
-    ``wake``, set by anyone (thread-safely via the loop), asks for a pass now."""
+    ``wake``, set by anyone (thread-safely via the loop), asks for a pass now. Without
+    ``handle_signals`` the signals are left alone (many loops in one process: the scale
+    benchmark's simulated nodes)."""
     stop = stop or asyncio.Event()
     stats = stats or LoopStats()
     wake = wake or asyncio.Event()
     loop = asyncio.get_running_loop()
     handlers = []
-    for sig, event in ((signal.SIGHUP, wake), (signal.SIGTERM, stop), (signal.SIGINT, stop)):
+    signals = ((signal.SIGHUP, wake), (signal.SIGTERM, stop), (signal.SIGINT, stop))
+    for sig, event in signals if handle_signals else ():
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
             loop.add_signal_handler(sig, event.set)
             handlers.append(sig)

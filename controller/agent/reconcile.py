@@ -9,6 +9,7 @@ is down. Nothing is torn down except what the desired state no longer contains.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -142,12 +143,25 @@ def desired_state(enforce: Sequence[GoodPolicy], node: NodeFacts) -> DesiredNode
 def validation_credential_check(
     secret_data: Mapping[str, str], expiry: CertificateExpiry
 ) -> tuple[NodeCredentials | None, list[str], list[str]]:
-    """The credential check of ``controller.validation``, as ``resolve`` wants it."""
+    """The credential check of ``controller.validation``, as ``resolve`` wants it.
+
+    Every pass checks the same Secret again; the verdict is kept per content for the minute
+    (certificate validity and expiry levels depend on the time, at a day's resolution)."""
+    creds, problems, notes = _checked(
+        tuple(sorted(secret_data.items())), expiry.model_dump_json(), int(time.time() // 60))
+    return creds, list(problems), list(notes)
+
+
+@functools.lru_cache(maxsize=16)
+def _checked(
+    secret_items: tuple[tuple[str, str], ...], expiry_json: str, minute: int
+) -> tuple[NodeCredentials | None, tuple[str, ...], tuple[str, ...]]:
     from controller.validation import validate_credentials
 
-    creds, findings = validate_credentials(secret_data, expiry)
-    problems = [str(f) for f in findings if f.severity == "error"]
-    notes = [str(f) for f in findings if f.severity in ("warning",)]
+    expiry = CertificateExpiry.model_validate_json(expiry_json)
+    creds, findings = validate_credentials(dict(secret_items), expiry)
+    problems = tuple(str(f) for f in findings if f.severity == "error")
+    notes = tuple(str(f) for f in findings if f.severity in ("warning",))
     return (creds if not problems else None), problems, notes
 
 
