@@ -142,6 +142,8 @@ def render_strongswan_conf(
             "ike_name": "yes",
             "flush_line": "yes",
         }
+        if section == "file":  # stderr goes to a log collector that stamps lines itself
+            logs[section]["time_format"] = "%H:%M:%S"
     charon["filelog"] = logs
     charon["syslog"] = {}
     for key, value in sorted((extra or {}).items()):

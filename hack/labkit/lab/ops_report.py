@@ -96,9 +96,14 @@ def _cleartext(packets: Sequence[Packet], token: bytes) -> bool:
 def datagram_rows(
     detail: Mapping[str, Any], packets: Sequence[Packet]
 ) -> list[dict[str, Any]]:
-    """Every workload datagram: when it was sent, relative to charon's exit, and its fate."""
+    """Every workload datagram: when it was sent, relative to charon's stop, and its fate.
+
+    "Up" ends when charon is told to stop (SIGTERM), not when it has exited: in between it
+    deletes its SAs (the kernel's too), so a datagram sent then finds none and is dropped, as
+    Required wants; those count with the ones after it (no cleartext, nothing delivered)."""
     label, received = detail["label"], detail.get("received", {})
-    charon_exited = float(detail["times"]["charon_exited"])
+    times = detail["times"]
+    charon_stopping = float(times.get("charon_stop_sent") or times["charon_exited"])
     rows = []
     for seq, at, ok in detail.get("sent", []):
         token = f"SMWORK:{label}:{seq}"
@@ -106,7 +111,7 @@ def datagram_rows(
             "seq": seq,
             "at": at,
             "sent_ok": bool(ok),
-            "while_charon_up": at < charon_exited,
+            "while_charon_up": at < charon_stopping,
             "delivered": token in received,
             "cleartext": _cleartext(packets, token.encode()),
             "esp": _esp_between(packets, detail["src_address"], detail["dst_address"],
