@@ -84,6 +84,12 @@ class _DefaultsFromFactories(GenerateJsonSchema):
 # here; semantic checks (CIDR relations, proposal grammar, unsupported modes) stay in the
 # validation library, which gives better messages and runs offline too.
 CEL_RULES: Mapping[str, list[JsonDict]] = {
+    "Credentials": [
+        {
+            "rule": "has(self.secretRef) != has(self.issuer)",
+            "message": "set exactly one of secretRef and issuer",
+        }
+    ],
     "CertificateExpiry": [
         {
             "rule": "self.criticalDays <= self.errorDays && self.errorDays <= self.warnDays "

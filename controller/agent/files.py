@@ -54,6 +54,11 @@ def inputs_from_documents(
         if not policy.spec.node_selector.matches(dict(labels)):
             continue
         ref = policy.spec.credentials.secret_ref
+        if ref is None:
+            errors.append(f"policy {name}: credentials.issuer needs the Kubernetes CSR API; "
+                          "standalone agents take credentials.secretRef (per-node "
+                          "certificates: hack/make-certs --node)")
+            continue
         secret = find_secret(docs, ref.name, ref.namespace)
         data: Mapping[str, str] | None = None
         input_errors: tuple[str, ...] = ()

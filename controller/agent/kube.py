@@ -23,8 +23,10 @@ import dataclasses
 import datetime
 import logging
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
+from controller.agent.identity import NodeIdentity
 from controller.agent.interfaces import AgentInputs, InputSource, PolicyInput, Reporter
 from controller.agent.slices import PublishedPolicy, published_policies
 from controller.dataplane import NodeFacts
@@ -92,9 +94,10 @@ def secret_text(secret: Mapping[str, Any]) -> dict[str, str]:
         return {}
 
 
-def secret_key(policy: IPsecPolicy) -> tuple[str, str]:
+def secret_key(policy: IPsecPolicy) -> tuple[str, str] | None:
+    """The Secret the node reads for a policy (None in issuer mode: it has its own key)."""
     ref = policy.spec.credentials.secret_ref
-    return ref.namespace, ref.name
+    return None if ref is None else (ref.namespace, ref.name)
 
 
 def unreadable_secret(key: tuple[str, str], refusal: str) -> str:
@@ -107,19 +110,25 @@ def unreadable_secret(key: tuple[str, str], refusal: str) -> str:
 
 def _with_refusal(item: PolicyInput, refused: Mapping[tuple[str, str], str]) -> PolicyInput:
     key = secret_key(item.policy)
-    if key not in refused:
+    if key is None or key not in refused:
         return item
     return dataclasses.replace(
         item, input_errors=(*item.input_errors, unreadable_secret(key, refused[key]))
     )
 
 
+Issued = Mapping[str, tuple[Mapping[str, str] | None, str | None]]
+
+
 def select_policies(
     published: Mapping[str, PublishedPolicy],
     labels: Mapping[str, str],
     secrets: Mapping[tuple[str, str], Mapping[str, str] | None],
+    issued: Issued | None = None,
 ) -> tuple[PolicyInput, ...]:
-    """The published policies that select a node with these labels, in name order. PURE."""
+    """The published policies that select a node with these labels, in name order, with their
+    credentials: the referenced Secret's data, or (issuer mode, ``issued``: policy name ->
+    (data, why not)) the node's own key and certificate. PURE."""
     inputs: list[PolicyInput] = []
     for name in sorted(published):
         item = published[name]
@@ -127,14 +136,24 @@ def select_policies(
             continue
         policy = IPsecPolicy(
             metadata=ObjectMeta(name=name, generation=item.generation), spec=item.spec)
+        key = secret_key(policy)
+        data, why = (secrets.get(key), None) if key is not None else \
+            (issued or {}).get(name, (None, "no certificate for this node yet"))
         inputs.append(PolicyInput(
             policy=policy,
             generation=item.generation,
-            secret_data=secrets.get(secret_key(policy)),
+            secret_data=data,
             deleting=item.deleting,
+            input_errors=(why,) if why else (),
             peers=item.peers,
         ))
     return tuple(inputs)
+
+
+def selecting(published: Mapping[str, PublishedPolicy],
+              labels: Mapping[str, str]) -> dict[str, PublishedPolicy]:
+    return {name: item for name, item in published.items()
+            if item.spec.node_selector.matches(dict(labels))}
 
 
 class KubeInputSource:
@@ -142,7 +161,7 @@ class KubeInputSource:
 
     def __init__(
         self, client: KubeClient, node_name: str, owns_client: bool = False,
-        sync_wait: float = 5.0,
+        sync_wait: float = 5.0, identity_dir: Path | None = None,
     ) -> None:
         self.client = client
         self.node_name = node_name
@@ -157,6 +176,10 @@ class KubeInputSource:
         self._secrets: dict[tuple[str, str], Reflector] = {}
         self._tasks: dict[object, asyncio.Task[None]] = {}
         self._reported: frozenset[str] = frozenset()
+        self.identity = (
+            NodeIdentity(client, node_name, identity_dir, self._changed.set)
+            if identity_dir is not None else None
+        )
 
     def start(self) -> None:
         """Start the watches (inside the running loop)."""
@@ -169,6 +192,8 @@ class KubeInputSource:
             task.cancel()
         await asyncio.gather(*self._tasks.values(), return_exceptions=True)
         self._tasks.clear()
+        if self.identity is not None:
+            await self.identity.close()
         if self._owns_client:
             await self.client.close()
 
@@ -224,12 +249,13 @@ class KubeInputSource:
         if self._node.synced and not self._node.items:
             errors.append(f"Node {self.node_name} not found")
         published = self._published()
-        inputs = select_policies(published, labels, self._secret_data())
-        wanted = {secret_key(p.policy) for p in inputs}
+        issued = self._issued(selecting(published, labels))
+        inputs = select_policies(published, labels, self._secret_data(), issued)
+        wanted = {key for p in inputs if (key := secret_key(p.policy)) is not None}
         if wanted != set(self._secrets):
             self._follow_secrets(wanted)
             await self._settle()
-            inputs = select_policies(published, labels, self._secret_data())
+            inputs = select_policies(published, labels, self._secret_data(), issued)
         # A freshly followed Secret is not listed yet: report it as not-yet-read, not missing.
         pending = [
             f"{ns}/{n}" for (ns, n), r in self._secrets.items() if not r.synced and not r.refused
@@ -242,6 +268,19 @@ class KubeInputSource:
         if refused:
             inputs = tuple(_with_refusal(p, refused) for p in inputs)
         return AgentInputs(node=node, node_labels=labels, policies=inputs, errors=tuple(errors))
+
+    def _issued(self, policies: Mapping[str, PublishedPolicy]) -> dict[
+            str, tuple[Mapping[str, str] | None, str | None]]:
+        """Issuer-mode policies: this node's own credentials (or why there are none yet)."""
+        out: dict[str, tuple[Mapping[str, str] | None, str | None]] = {}
+        for name, item in policies.items():
+            if item.spec.credentials.issuer is None or item.deleting:
+                continue
+            if self.identity is None:
+                out[name] = (None, "issuer mode needs the agent's --identity-dir")
+            else:
+                out[name] = self.identity.credentials(item)
+        return out
 
     def _published(self) -> dict[str, PublishedPolicy]:
         """The policies the slices publish; an unreadable slice is logged once (the operator,
@@ -349,7 +388,10 @@ class KubeReporter:
             await self.client.merge_patch(path, {"spec": spec})
 
 
-def make_kube_io(node_name: str, kubeconfig: str | None) -> tuple[InputSource, Reporter]:
+def make_kube_io(
+    node_name: str, kubeconfig: str | None, identity_dir: Path | None = None
+) -> tuple[InputSource, Reporter]:
     """The cluster-mode InputSource and Reporter of ``strongmesh agent --node NAME``."""
     client = KubeClient(load_config(kubeconfig))
-    return KubeInputSource(client, node_name, owns_client=True), KubeReporter(client, node_name)
+    source = KubeInputSource(client, node_name, owns_client=True, identity_dir=identity_dir)
+    return source, KubeReporter(client, node_name)

@@ -130,7 +130,7 @@ async def run_agent(args: argparse.Namespace) -> int:
     else:
         from controller.agent.kube import make_kube_io
 
-        source, reporter = make_kube_io(args.node, args.kubeconfig)
+        source, reporter = make_kube_io(args.node, args.kubeconfig, args.identity_dir)
         mode = "cluster"
     sock = socket_path(args.vici)
     observe, count_event = _metrics(args.metrics_port)

@@ -27,7 +27,12 @@ from controller.agent.peering import (
 )
 from controller.agent.state import CredentialCheck, GoodPolicy, Resolution, resolve
 from controller.dataplane import NodeCredentials, NodeFacts, node_address_for, reqid_for
-from controller.models.node import EnforcedPolicy, IPsecNodeStatus, SecurityAssociation
+from controller.models.node import (
+    CertificateInfo,
+    EnforcedPolicy,
+    IPsecNodeStatus,
+    SecurityAssociation,
+)
 from controller.models.policy import CertificateExpiry
 from controller.strongswan import (
     ActualCharon,
@@ -227,8 +232,11 @@ class Reconciler:
         xfrm_changes = 0 if hold else self._apply_kernel(desired, errors)
         charon_changed, charon_ok, sas, stale = self._apply_charon(desired, errors, hold)
 
+        certificates = {g.name: certificate_info(g.credentials.cert_pem)
+                        for g in resolution.enforce}
         policies = [
-            _with_peers(p, desired, sas) if p.name not in desired.problems
+            _with_peers(p, desired, sas, certificates.get(p.name))
+            if p.name not in desired.problems
             else p.model_copy(update={"enforcing": False, "message": desired.problems[p.name]})
             for p in resolution.policies
         ]
@@ -351,9 +359,11 @@ class Reconciler:
         return self._charon
 
 def _with_peers(
-    entry: EnforcedPolicy, desired: DesiredNode, sas: Sequence[SecurityAssociation]
+    entry: EnforcedPolicy, desired: DesiredNode, sas: Sequence[SecurityAssociation],
+    certificate: CertificateInfo | None,
 ) -> EnforcedPolicy:
-    """The policy's status row with its address and how many expected peers have an SA."""
+    """The policy's status row with its address, how many expected peers have an SA, and
+    the certificate the node authenticates with."""
     links = [link for link in desired.charon.links if link.policy == entry.name]
     missing = sorted(link.peer for link in links if not installed(sas, link.connection))
     return entry.model_copy(update={
@@ -361,7 +371,17 @@ def _with_peers(
         "expected_peers": len(links),
         "established_peers": len(links) - len(missing),
         "missing_peers": missing,
+        "certificate": certificate,
     })
+
+
+@functools.lru_cache(maxsize=32)
+def certificate_info(cert_pem: str) -> CertificateInfo:
+    from controller.pki import certificate_facts
+
+    facts = certificate_facts(cert_pem)
+    return CertificateInfo(subject=facts.subject, issuer=facts.issuer,
+                           not_after=facts.not_after.strftime("%Y-%m-%dT%H:%M:%SZ"))
 
 
 def _describe_plan(plan: CharonPlan) -> str:

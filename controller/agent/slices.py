@@ -26,6 +26,8 @@ class PublishedPolicy:
     spec: IPsecPolicySpec
     deleting: bool
     peers: tuple[Peer, ...]
+    trust_bundle: str = ""  # issuer mode: the CAs to trust (PEM)
+    signer: str = ""  # issuer mode: fingerprint of the CA that signs now
 
 
 def published_policies(
@@ -59,6 +61,8 @@ def published_policies(
             spec=newest.spec.policy_spec,
             deleting=any(i.spec.deleting for i in items),
             peers=tuple(peers[n] for n in sorted(peers)),
+            trust_bundle=newest.spec.trust_bundle,
+            signer=newest.spec.signer,
         )
     return policies, problems
 

@@ -131,7 +131,10 @@ def _check(
     problems = list(item.input_errors)
     if item.secret_data is None:
         ref = item.policy.spec.credentials.secret_ref
-        problems.append(f"Secret {ref.namespace}/{ref.name} not found")
+        if ref is not None and not problems:
+            problems.append(f"Secret {ref.namespace}/{ref.name} not found")
+        elif not problems:
+            problems.append("no credentials for this node yet")
         return problems, None, []
     creds, cred_problems, notes = check_credentials(
         item.secret_data, item.policy.spec.certificate_expiry

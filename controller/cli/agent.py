@@ -44,6 +44,11 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--log-level", default="info",
                    choices=("debug", "info", "warning", "error"), help="agent log level")
     p.add_argument("--kubeconfig", help="cluster mode: kubeconfig (default: in-cluster)")
+    p.add_argument("--identity-dir", type=Path, default=Path("/var/lib/strongmesh"),
+                   metavar="DIR",
+                   help="cluster mode, policies with credentials.issuer: this node's private "
+                   "key (generated here, mode 0600, never sent anywhere) and its certificates "
+                   "(default /var/lib/strongmesh)")
     p.add_argument("--metrics-port", type=int, default=0,
                    help="serve Prometheus metrics on this port (default 0: off; the chart "
                    "uses 9476)")

@@ -56,6 +56,13 @@ def add_parser(subparsers: Any) -> None:
         "Degraded (reason PeersMissing, naming the pairs; default 60)",
     )
     parser.add_argument(
+        "--agent-service-account", default="strongmesh-system:strongmesh-agent",
+        metavar="NAMESPACE:NAME",
+        help="the agents' ServiceAccount: only its CSRs (with a node-name claim) get node "
+        "certificates for policies with credentials.issuer (default "
+        "strongmesh-system:strongmesh-agent)",
+    )
+    parser.add_argument(
         "--event-namespace", default="default", metavar="NAMESPACE",
         help="namespace of the Events about cluster-scoped policies (default: default)",
     )
@@ -88,6 +95,7 @@ def run(args: argparse.Namespace) -> int:
         resync_interval=args.resync_interval,
         event_namespace=args.event_namespace,
         peer_grace=args.peer_grace,
+        agent_user="system:serviceaccount:" + args.agent_service_account,
     )
     metrics = None
     if args.metrics_port:

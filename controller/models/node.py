@@ -27,6 +27,16 @@ class IPsecNodeSpec(ApiModel):
     )
 
 
+class CertificateInfo(ApiModel):
+    """The certificate the node authenticates with for a policy."""
+
+    subject: str = Field(description="Subject (the node's IKE identity).")
+    issuer: str = Field(description="Issuer.")
+    not_after: str = Field(
+        description="End of validity (RFC 3339).", json_schema_extra={"format": "date-time"}
+    )
+
+
 class EnforcedPolicy(ApiModel):
     """A policy the node enforces (or tried to)."""
 
@@ -49,6 +59,9 @@ class EnforcedPolicy(ApiModel):
     )
     missing_peers: list[str] = Field(
         default_factory=list, description="Expected peers without an installed CHILD_SA."
+    )
+    certificate: CertificateInfo | None = Field(
+        default=None, description="The certificate the node uses for this policy."
     )
 
 

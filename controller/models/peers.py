@@ -50,6 +50,16 @@ class IPsecPeerSliceSpec(ApiModel):
     deleting: bool = Field(
         default=False, description="The policy is being deleted: agents tear down its state."
     )
+    trust_bundle: str = Field(
+        default="",
+        description="Issuer mode: the CA certificates (PEM) the nodes trust, from the issuer "
+        "Secret's ca.crt (or its tls.crt); never its key.",
+    )
+    signer: str = Field(
+        default="",
+        description="Issuer mode: SHA-256 fingerprint of the CA that signs node certificates "
+        "now; a node whose certificate another CA signed requests a new one (CA rotation).",
+    )
     peers: list[Peer] = Field(default_factory=list, description="Peers in this slice.")
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from controller.models.common import (
     ApiModel,
@@ -69,16 +69,49 @@ class SecretReference(ApiModel):
     namespace: str = Field(min_length=1, description="Secret namespace.")
 
 
-class Credentials(ApiModel):
-    """Node credentials: a kubernetes.io/tls-style Secret plus the CA bundle."""
+class IssuerSpec(ApiModel):
+    """Per-node certificates, issued by the operator through the Kubernetes CSR API."""
 
     secret_ref: SecretReference = Field(
         description=(
-            "Secret with tls.crt (instance certificate, optionally followed by intermediates), "
-            "tls.key (its private key) and ca.crt (trusted CA certificates; two during CA "
-            "rotation). cert-manager writes this layout."
+            "Secret with the issuing CA: tls.crt (the CA certificate), tls.key (its key; only "
+            "the operator may read this Secret) and optionally ca.crt (every CA the nodes "
+            "trust, e.g. the old and the new one during a rotation; default: tls.crt)."
         )
     )
+    duration: Duration = Field(default="720h", description="Lifetime of a node certificate.")
+    renew_before: Duration = Field(
+        default="240h", description="A node requests a new certificate this long before expiry."
+    )
+
+
+class Credentials(ApiModel):
+    """Node credentials: one Secret shared by every node, or one certificate per node."""
+
+    secret_ref: SecretReference | None = Field(
+        default=None,
+        description=(
+            "Secret with tls.crt (instance certificate, optionally followed by intermediates), "
+            "tls.key (its private key) and ca.crt (trusted CA certificates; two during CA "
+            "rotation), shared by every node (the PCF add-on's model). cert-manager writes "
+            "this layout."
+        ),
+    )
+    issuer: IssuerSpec | None = Field(
+        default=None,
+        description=(
+            "Instead of secretRef: each node generates its own key, never sent anywhere, and "
+            "gets a certificate (subject CN=<node name>, O=strongmesh) through a "
+            "CertificateSigningRequest with signerName strongmesh.io/ipsec-node, which the "
+            "operator approves and signs with this CA."
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Credentials:
+        if (self.secret_ref is None) == (self.issuer is None):
+            raise ValueError("set exactly one of secretRef and issuer")
+        return self
 
 
 class CertificateExpiry(ApiModel):

@@ -57,6 +57,11 @@ def build_registry(reconciler: Reconciler, config: KubeConfig) -> kopf.OperatorR
     async def ipsec_node_event(event: kopf.RawEvent, **_: Any) -> None:
         reconciler.on_ipsec_node(event.get("type"), dict(event["object"]))
 
+    @kopf.on.event("certificates.k8s.io", "v1", "certificatesigningrequests",
+                   registry=registry)
+    async def csr_event(event: kopf.RawEvent, **_: Any) -> None:
+        reconciler.signer.on_csr(event.get("type"), dict(event["object"]))
+
     @kopf.on.event(GROUP, VERSION, "ipsecpeerslices", registry=registry)
     async def slice_event(event: kopf.RawEvent, **_: Any) -> None:
         reconciler.on_slice(event.get("type"), dict(event["object"]))

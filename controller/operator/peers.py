@@ -88,6 +88,9 @@ def plan_slices(
     peers: Sequence[Peer],
     existing: Mapping[str, IPsecPeerSliceSpec],
     capacity: int = SLICE_CAPACITY,
+    *,
+    trust_bundle: str = "",
+    signer: str = "",
 ) -> SlicePlan:
     """The writes that make ``existing`` (this policy's slices by name) carry ``spec`` at
     ``generation`` (the last one that validated) and hold ``peers``.
@@ -120,6 +123,7 @@ def plan_slices(
             continue
         content = IPsecPeerSliceSpec(
             policy=policy, policy_generation=generation, policy_spec=spec, deleting=deleting,
+            trust_bundle=trust_bundle, signer=signer,
             peers=[members[index][node] for node in sorted(members[index])],
         )
         if existing.get(name) != content:

@@ -24,7 +24,7 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -38,6 +38,7 @@ from controller.operator.metrics import OperatorMetrics
 from controller.operator.overlap import PolicyScope, find_overlaps
 from controller.operator.peers import SlicePlan, plan_removal, plan_slices, policy_peers
 from controller.operator.secrets import SecretWatches
+from controller.operator.signer import CSRS, CsrSigner
 from controller.operator.state import ClusterState, secret_ref
 from controller.operator.status import (
     READY,
@@ -53,6 +54,8 @@ from controller.operator.status import (
 )
 from controller.operator.throttle import Coalescer
 from controller.operator.verdicts import CredentialsCheck, check_credentials, check_policy
+from controller.pki import fingerprint
+from controller.validation import IssuerCA
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +80,8 @@ class OperatorConfig:
     resync_interval: float = 30.0  # re-evaluate every policy and sweep orphaned IPsecNodes
     event_namespace: str = "default"  # cluster-scoped objects' Events live here (like kopf)
     peer_grace: float = 60.0  # a pair without an SA for longer makes the policy Degraded
+    # whose CSRs may get node certificates: the agent ServiceAccount (issuer mode)
+    agent_user: str = "system:serviceaccount:strongmesh-system:strongmesh-agent"
 
 
 _REMOVAL = "removal:"  # queue key prefix: the slices of a policy that is gone
@@ -121,6 +126,10 @@ class Reconciler:
         self._instance = os.environ.get("POD_NAME") or socket.gethostname()
         self._primed = asyncio.Event()
         self.slice_writes = 0
+        self.signer = CsrSigner(
+            client, self.config.agent_user, self._valid_policies, lambda: self.state.nodes,
+            self._issuer_ca, self._post_about,
+        )
         # (policy, node, peer) -> when the operator first saw the pair without an SA
         self._missing_since: dict[tuple[str, str, str], float] = {}
         self.secret_watches = SecretWatches(client, self.on_secret)
@@ -173,6 +182,8 @@ class Reconciler:
                 apply("ADDED", item)
         self.secret_watches.follow(self.state.referenced())
         self.mark(set(self.state.policies))
+        with contextlib.suppress(ApiError):  # no CSR API access: issuer mode stays unserved
+            self.signer.requeue_pending((await self.client.get(CSRS)).get("items") or [])
         orphaned = {s.policy for s in self.state.slices.values()} - set(self.state.policies)
         self.mark({_REMOVAL + name for name in orphaned})
 
@@ -184,6 +195,7 @@ class Reconciler:
         at shutdown) but writes nothing before the caches are primed.
         """
         writer = asyncio.create_task(self._coalescer.run())
+        signer = asyncio.create_task(self.signer.run())
         try:
             delay = 0.5
             while True:
@@ -200,10 +212,12 @@ class Reconciler:
                 self.mark(set(self.state.policies))
                 with contextlib.suppress(ApiError, ApiUnavailableError):
                     await self.sweep_orphans()
+                    self.signer.requeue_pending((await self.client.get(CSRS)).get("items") or [])
         finally:
-            writer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await writer
+            for task in (writer, signer):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             await self.secret_watches.close()
 
     # ---- garbage collection ------------------------------------------------------------------
@@ -326,7 +340,8 @@ class Reconciler:
         if status != previous:
             await self._write_status(name, status)
         valid = checked.policy if checked.policy is not None and not checked.errors else None
-        await self._publish(name, body, generation, valid.spec if valid else None, deleting)
+        await self._publish(name, body, generation, valid.spec if valid else None, deleting,
+                            creds.issuer if creds is not None else None)
         await self._post_events(body, previous, status, creds, overlaps, checked.policy)
         if deleting:
             await self._finish_deletion(body, now)
@@ -343,19 +358,61 @@ class Reconciler:
                             if now - self._missing_since[(name, node, peer)]
                             > self.config.peer_grace))
 
+    # ---- the CSR signer's view ---------------------------------------------------------------
+    def _valid_policies(self) -> dict[str, IPsecPolicy]:
+        out = {}
+        for name, body in self.state.policies.items():
+            checked = check_policy(body)
+            if checked.policy is not None and not checked.errors and not (
+                    body.get("metadata") or {}).get("deletionTimestamp"):
+                out[name] = checked.policy
+        return out
+
+    async def _issuer_ca(self, issuer: str) -> IssuerCA | None:
+        """The issuing CA of a Secret ``ns/name`` some policy references, if it validates."""
+        namespace, _, name = issuer.partition("/")
+        for policy in self._valid_policies().values():
+            ref = policy.spec.credentials.issuer
+            if ref is not None and (ref.secret_ref.namespace, ref.secret_ref.name) == (
+                    namespace, name):
+                secret = await self._secret(self.state.policies[policy.metadata.name])
+                check = check_credentials(policy.spec, secret, self._now())
+                return check.issuer
+        return None
+
+    async def _post_about(self, obj: Mapping[str, Any], type_: str, reason: str,
+                          message: str) -> None:
+        """An Event about any cluster-scoped object (a CSR)."""
+        meta = obj.get("metadata") or {}
+        await self._post_event(
+            {"apiVersion": obj.get("apiVersion", ""), "kind": obj.get("kind", ""),
+             "name": meta.get("name", ""), "uid": meta.get("uid", ""),
+             "resourceVersion": meta.get("resourceVersion", "")},
+            ev.EventSpec("Warning" if type_ == "Warning" else "Normal", reason, message),
+            str(meta.get("name", "")))
+
     # ---- IPsecPeerSlices ---------------------------------------------------------------------
     async def _publish(self, name: str, body: dict[str, Any], generation: int,
-                       valid: IPsecPolicySpec | None, deleting: bool) -> None:
+                       valid: IPsecPolicySpec | None, deleting: bool,
+                       issuer: IssuerCA | None) -> None:
         """Bring the policy's slices in line: the spec (the current one if valid, else the
-        one already published), the deletion flag and the peers."""
+        one already published), the deletion flag, the peers, and in issuer mode the CAs to
+        trust and the one that signs (kept as published while the issuer Secret is bad)."""
         existing = self.state.slices_of(name)
+        published = max(existing.values(), key=lambda s: s.policy_generation, default=None)
         if valid is None:
-            published = max(existing.values(), key=lambda s: s.policy_generation, default=None)
             if published is None or published.policy_spec is None:
                 return  # never valid: nothing reaches the agents
             generation, valid = published.policy_generation, published.policy_spec
+        trust, signer = "", ""
+        if valid.credentials.issuer is not None:
+            if issuer is not None:
+                trust, signer = "".join(issuer.bundle_pems), fingerprint(issuer.cert_pem)
+            elif published is not None:
+                trust, signer = published.trust_bundle, published.signer
         peers = policy_peers(name, valid.node_selector, self.state.nodes, self.state.ipsec_nodes)
-        plan = plan_slices(name, generation, valid, deleting, peers, existing)
+        plan = plan_slices(name, generation, valid, deleting, peers, existing,
+                           trust_bundle=trust, signer=signer)
         await self._write_slices(plan, body)
 
     async def _write_slices(self, plan: SlicePlan, owner: dict[str, Any] | None) -> None:
@@ -509,16 +566,20 @@ class Reconciler:
 
     async def _post(self, body: dict[str, Any], spec: ev.EventSpec) -> None:
         meta = body["metadata"]
+        await self._post_event({
+            "apiVersion": API_VERSION, "kind": "IPsecPolicy", "name": meta["name"],
+            "uid": meta.get("uid", ""), "resourceVersion": meta.get("resourceVersion", ""),
+        }, spec, meta["name"])
+
+    async def _post_event(self, involved: Mapping[str, Any], spec: ev.EventSpec,
+                          name: str) -> None:
         stamp = rfc3339(self._now())
         event = {
             "apiVersion": "v1",
             "kind": "Event",
-            "metadata": {"generateName": f"{meta['name']}.", "namespace":
+            "metadata": {"generateName": f"{name}.", "namespace":
                          self.config.event_namespace},
-            "involvedObject": {
-                "apiVersion": API_VERSION, "kind": "IPsecPolicy", "name": meta["name"],
-                "uid": meta.get("uid", ""), "resourceVersion": meta.get("resourceVersion", ""),
-            },
+            "involvedObject": dict(involved),
             "type": spec.type,
             "reason": spec.reason,
             "message": spec.message[:1024],
@@ -531,11 +592,11 @@ class Reconciler:
         }
         log.log(
             logging.WARNING if spec.type == "Warning" else logging.INFO,
-            "%s %s: %s", meta["name"], spec.reason, spec.message,
+            "%s %s: %s", name, spec.reason, spec.message,
         )
         try:
             await self.client.create(
                 f"/api/v1/namespaces/{self.config.event_namespace}/events", event
             )
         except (ApiError, ApiUnavailableError) as error:
-            log.warning("could not post event %s for %s: %s", spec.reason, meta["name"], error)
+            log.warning("could not post event %s for %s: %s", spec.reason, name, error)

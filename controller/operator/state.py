@@ -33,7 +33,10 @@ def _policy_view(body: Mapping[str, Any]) -> Any:
 
 
 def secret_ref(body: Mapping[str, Any]) -> SecretKey | None:
-    ref = ((body.get("spec") or {}).get("credentials") or {}).get("secretRef") or {}
+    """The Secret the operator reads for a policy: the nodes' shared credentials, or (issuer
+    mode) the issuing CA."""
+    credentials = (body.get("spec") or {}).get("credentials") or {}
+    ref = credentials.get("secretRef") or (credentials.get("issuer") or {}).get("secretRef") or {}
     if isinstance(ref, Mapping) and ref.get("name") and ref.get("namespace"):
         return str(ref["namespace"]), str(ref["name"])
     return None

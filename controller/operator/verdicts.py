@@ -18,7 +18,12 @@ from cryptography import x509
 from controller.manifests import ManifestError, decode_secret
 from controller.models.policy import IPsecPolicy, IPsecPolicySpec
 from controller.operator.status import CredentialsVerdict
-from controller.validation import validate_credentials, validate_policy_body
+from controller.validation import (
+    IssuerCA,
+    validate_credentials,
+    validate_issuer,
+    validate_policy_body,
+)
 from controller.validation.findings import Finding
 
 EXPIRY_CODE_PREFIX = "credentials.expiry-"
@@ -37,7 +42,8 @@ class CredentialsCheck:
     verdict: CredentialsVerdict
     expiry_level: str | None = None  # info | warning | error | critical
     expiry_message: str = ""
-    not_after: datetime | None = None  # of the instance certificate, when it parses
+    not_after: datetime | None = None  # of the instance (or, issuer mode, the CA) certificate
+    issuer: IssuerCA | None = None  # issuer mode: the CA that signs node certificates
 
 
 def check_policy(body: Mapping[str, Any]) -> PolicyCheck:
@@ -65,15 +71,20 @@ def _join(findings: list[Finding]) -> str:
 def check_credentials(
     spec: IPsecPolicySpec, secret: Mapping[str, Any] | None, now: datetime | None = None
 ) -> CredentialsCheck:
-    """Verdict on the Secret the policy references (``secret`` None: it does not exist)."""
-    ref = spec.credentials.secret_ref
-    where = f"Secret {ref.namespace}/{ref.name}"
+    """Verdict on the Secret the policy references (``secret`` None: it does not exist): the
+    shared node credentials, or (issuer mode) the issuing CA."""
+    issuer = spec.credentials.issuer
+    ref = issuer.secret_ref if issuer is not None else spec.credentials.secret_ref
+    assert ref is not None  # the model requires exactly one of the two
+    where = f"{'issuer ' if issuer is not None else ''}Secret {ref.namespace}/{ref.name}"
     if secret is None:
         return CredentialsCheck(CredentialsVerdict(False, "SecretNotFound", f"{where} not found"))
     try:
         data = decode_secret(secret)
     except ManifestError as error:
         return CredentialsCheck(CredentialsVerdict(False, "Invalid", f"{where}: {error}"))
+    if issuer is not None:
+        return _check_issuer(where, data, spec, now)
     credentials, findings = validate_credentials(data, spec.certificate_expiry, now)
     errors = [f for f in findings if f.severity == "error"]
     expiring = next((f for f in findings if f.code.startswith(EXPIRY_CODE_PREFIX)), None)
@@ -93,4 +104,28 @@ def check_credentials(
         message += f"; {_join(advice)}"
     return CredentialsCheck(
         CredentialsVerdict(True, "Valid", message), level, expiry_message, not_after
+    )
+
+
+def _check_issuer(
+    where: str, data: Mapping[str, str], spec: IPsecPolicySpec, now: datetime | None
+) -> CredentialsCheck:
+    ca, findings = validate_issuer(data, spec.certificate_expiry, now)
+    errors = [f for f in findings if f.severity == "error"]
+    expiring = next((f for f in findings if f.code.startswith(EXPIRY_CODE_PREFIX)), None)
+    level = expiring.code.removeprefix(EXPIRY_CODE_PREFIX) if expiring else None
+    expiry_message = f"{where}: {expiring}" if expiring else ""
+    if ca is None or errors:
+        return CredentialsCheck(
+            CredentialsVerdict(False, "Invalid", f"{where}: {_join(errors)}"),
+            level, expiry_message,
+        )
+    not_after = x509.load_pem_x509_certificate(ca.cert_pem.encode()).not_valid_after_utc
+    advice = [f for f in findings if f.severity in ("warning", "info")]
+    message = (f"{where}: issuing CA {ca.subject!r}, nodes trust {len(ca.bundle_pems)} CA(s); "
+               "each node has its own certificate")
+    if advice:
+        message += f"; {_join(advice)}"
+    return CredentialsCheck(
+        CredentialsVerdict(True, "Valid", message), level, expiry_message, not_after, ca
     )

@@ -136,14 +136,15 @@ def render_strongswan_conf(
     logs: Tree = {}
     targets = {"stderr": "stderr"} if log_file is None else {"stderr": "stderr", "file": log_file}
     for section, path in targets.items():
-        logs[section] = {
+        target: Tree = {
             "path": _value(path),
             "default": str(log_level),
             "ike_name": "yes",
             "flush_line": "yes",
         }
         if section == "file":  # stderr goes to a log collector that stamps lines itself
-            logs[section]["time_format"] = "%H:%M:%S"
+            target["time_format"] = "%H:%M:%S"
+        logs[section] = target
     charon["filelog"] = logs
     charon["syslog"] = {}
     for key, value in sorted((extra or {}).items()):

@@ -246,14 +246,44 @@ def render_connection(
     return body
 
 
+def remote_ranges(subnets: Sequence[str], excluded: Sequence[str]) -> list[str]:
+    """``subnets`` without the ``excluded`` addresses, as swanctl remote_addrs entries (CIDRs
+    and ``a-b`` ranges): the catch-all answers no known peer's address, so an IKE_SA from a
+    known peer's address can only match that peer's own connection and its identity."""
+    out: list[str] = []
+    points = sorted({ipaddress.ip_address(a) for a in excluded},
+                    key=lambda p: (p.version, int(p)))
+    for text in subnets:
+        net = ipaddress.ip_network(text, strict=False)
+        inside = [int(p) for p in points if p.version == net.version and p in net]
+        if not inside:
+            out.append(str(net))
+            continue
+        make = ipaddress.IPv4Address if net.version == 4 else ipaddress.IPv6Address
+        start = int(net.network_address)
+        for point in [*inside, int(net.broadcast_address) + 1]:
+            end = point - 1
+            if start == end:
+                out.append(str(make(start)))
+            elif start < end:
+                out.append(f"{make(start)}-{make(end)}")
+            start = point + 1
+    return out
+
+
 @functools.lru_cache(maxsize=16384)
-def _connection(template: _Template, name: str, peer: str | None) -> tuple[dict[str, Any], str]:
+def _connection(
+    template: _Template, name: str, peer: str | None, peer_id: str = "",
+    excluded: tuple[str, ...] = (),
+) -> tuple[dict[str, Any], str]:
     """A connection's body and fingerprint, computed once per distinct input: an agent with a
     thousand peers re-renders them on every pass, nearly always to the same result. Callers
-    must not change the body (it is shared with later passes)."""
+    must not change the body (it is shared with later passes). ``peer_id``: the identity the
+    peer must prove (its certificate subject); ``excluded``: known peers' addresses the
+    catch-all must not answer."""
     if peer is None:
         remote = list(template.subnets)
-        remote_addrs = remote
+        remote_addrs = remote_ranges(template.subnets, excluded) if excluded else remote
         start_action = "trap"
     else:
         remote = [_host_prefix(peer)]
@@ -281,7 +311,7 @@ def _connection(template: _Template, name: str, peer: str | None) -> tuple[dict[
         "mobike": "no",
         "send_cert": "always",
         "local": {"auth": "pubkey", "certs": [template.cert]},
-        "remote": {"auth": "pubkey", "id": "%any", "cacerts": list(template.cas)},
+        "remote": {"auth": "pubkey", "id": peer_id or "%any", "cacerts": list(template.cas)},
         "children": {name: child},
     }
     from controller.strongswan.diff import conn_fingerprint  # diff imports this module
@@ -321,17 +351,21 @@ def render_charon(policies: Sequence[CharonPolicy], node: NodeFacts) -> DesiredC
             problems[pname] = f"credentials unusable: {exc}"
             continue
         addresses[pname] = address
-        name = conn_name(pname)
-        catchall = _template(spec, address, parsed.cert, parsed.cas, item.reqid)
-        connections[name], fingerprints[name] = _connection(catchall, name, None)
+        known: list[str] = []
         if item.peer_reqid:
             per_peer = _template(spec, address, parsed.cert, parsed.cas, item.peer_reqid)
             for peer in sorted(item.peers, key=lambda p: p.node):
                 if not _peer_usable(address, peer, node.name):
                     continue
                 name = conn_name(pname, peer.node)
-                connections[name], fingerprints[name] = _connection(per_peer, name, peer.address)
+                connections[name], fingerprints[name] = _connection(
+                    per_peer, name, peer.address, peer.identity)
                 links.append(PeerLink(pname, peer.node, peer.address, address, name))
+                known.append(peer.address)
+        name = conn_name(pname)
+        catchall = _template(spec, address, parsed.cert, parsed.cas, item.reqid)
+        connections[name], fingerprints[name] = _connection(
+            catchall, name, None, excluded=tuple(sorted({address, *known})) if known else ())
         for der in (parsed.cert, *parsed.chain):
             certs[cert_name(der)] = der
         keys[parsed.key_id] = parsed.key

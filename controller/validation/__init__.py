@@ -7,9 +7,11 @@ naming the field path, so callers choose how to present them (CLI lines, conditi
 
 from controller.validation.credentials import (
     ExpiryLevel,
+    IssuerCA,
     expiry_level,
     strongswan_dn,
     validate_credentials,
+    validate_issuer,
 )
 from controller.validation.findings import Finding, Severity, has_errors
 from controller.validation.policy import validate_policy_body
@@ -20,6 +22,7 @@ __all__ = [
     "CidrError",
     "ExpiryLevel",
     "Finding",
+    "IssuerCA",
     "Proposal",
     "Severity",
     "check_proposals",
@@ -30,5 +33,6 @@ __all__ = [
     "parse_proposals",
     "strongswan_dn",
     "validate_credentials",
+    "validate_issuer",
     "validate_policy_body",
 ]

@@ -504,3 +504,61 @@ def validate_credentials(
         subject=leaf.subject,
     )
     return credentials, findings
+
+
+@dataclass(frozen=True)
+class IssuerCA:
+    """The issuing CA of per-node certificates, from an issuer Secret, as PEM text."""
+
+    cert_pem: str
+    key_pem: str
+    bundle_pems: tuple[str, ...]  # every CA the nodes trust (the signing one among them)
+    subject: str
+
+    def __repr__(self) -> str:  # never print key material, whoever logs the object
+        return f"IssuerCA(subject={self.subject!r}, trusted={len(self.bundle_pems)})"
+
+
+def validate_issuer(
+    secret_data: Mapping[str, str],
+    expiry: CertificateExpiry,
+    now: datetime | None = None,
+) -> tuple[IssuerCA | None, list[Finding]]:
+    """Check an issuer Secret: tls.crt a CA certificate, tls.key its key, ca.crt (optional)
+    CA certificates that include it. The CA's expiry levels are reported like a node's."""
+    now = now or datetime.now(UTC)
+    findings: list[Finding] = []
+    certs = _load_certs(CERT_KEY, secret_data.get(CERT_KEY), findings)
+    key, key_pem = _load_key(secret_data.get(KEY_KEY), findings)
+    bundle = _load_certs(CA_KEY, secret_data.get(CA_KEY), findings) if secret_data.get(
+        CA_KEY) else []
+    ca = certs[0] if certs and certs[0].path == CERT_KEY else None
+    if ca is None:
+        return None, findings
+    why = _is_ca(ca.cert)
+    if why:
+        findings.append(error(CERT_KEY, f"certificate {ca.subject!r} cannot sign node "
+                              f"certificates: {why}", "credentials.not-ca"))
+    if key is not None and _public_der(key) != ca.cert.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    ):
+        findings.append(error(KEY_KEY, f"the private key does not match the CA certificate in "
+                              f"{CERT_KEY} ({ca.subject!r})", "credentials.key-mismatch"))
+    for other in bundle:
+        other_why = _is_ca(other.cert)
+        if other_why:
+            findings.append(error(other.path, f"certificate {other.subject!r} is not a CA: "
+                                  f"{other_why}", "credentials.not-ca"))
+    if bundle and all(b.cert != ca.cert for b in bundle):
+        findings.append(error(CA_KEY, f"does not include the signing CA {ca.subject!r} of "
+                              f"{CERT_KEY}: nodes would not trust the certificates it signs",
+                              "credentials.issuer-untrusted"))
+    if _check_validity(ca, now, findings):
+        expiring = _expiry_finding([ca], expiry, now)
+        if expiring is not None:
+            findings.append(expiring)
+    if any(f.severity == "error" for f in findings):
+        return None, findings
+    trusted = tuple(b.pem for b in bundle) or (ca.pem,)
+    return IssuerCA(cert_pem=ca.pem, key_pem=key_pem, bundle_pems=trusted,
+                    subject=ca.subject), findings

@@ -92,10 +92,13 @@ def test_credential_secrets_are_readable_only_by_name(apiserver: KubeApiServer) 
     assert "load_modular = yes" in config.data["strongswan.conf"]
     rbac = "rbac.authorization.k8s.io/v1"
     roles = dyn.resources.get(api_version=rbac, kind="Role").get(namespace=NAMESPACE)
-    secret_rules = [r for role in roles.items for r in role.rules if "secrets" in r.resources]
+    secret_rules = {role.metadata.name: r for role in roles.items for r in role.rules
+                    if "secrets" in r.resources}
     assert len(secret_rules) == 2, "the agent and the operator each get one Role on Secrets"
-    for rule in secret_rules:
-        assert list(rule.resourceNames) == CREDENTIAL_SECRETS
+    for name, rule in secret_rules.items():
+        # only the operator may read the issuer Secret, which holds the CA's private key
+        issuers = ["mesh-ca"] if "operator" in name else []
+        assert list(rule.resourceNames) == [*CREDENTIAL_SECRETS, *issuers], name
     cluster_roles = dyn.resources.get(api_version=rbac, kind="ClusterRole").get(
         label_selector="app.kubernetes.io/name=strongmesh"
     )

@@ -12,6 +12,7 @@ names its node in the ``authentication.kubernetes.io/node-name`` claim, the poli
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -46,6 +47,7 @@ class Apis:
 
     custom: Any
     core: Any
+    certificates: Any
 
 
 @dataclass(frozen=True)
@@ -174,6 +176,28 @@ def create_slice(api: Apis) -> object:
     })
 
 
+def approve_kubelet_csr(api: Apis) -> object:
+    """Approve a CSR for Kubernetes' own client signer (the operator signs only its own)."""
+    csr = api.certificates.read_certificate_signing_request("kubelet-client")
+    csr.status.conditions = [{"type": "Approved", "status": "True", "reason": "Test",
+                              "message": "m"}]
+    return api.certificates.replace_certificate_signing_request_approval("kubelet-client", csr)
+
+
+def a_kubelet_csr(api: Apis) -> object:
+    """Preparation: a CSR for kubernetes.io/kube-apiserver-client-kubelet."""
+    from controller.pki import new_node_key, node_csr
+
+    body = {
+        "apiVersion": "certificates.k8s.io/v1", "kind": "CertificateSigningRequest",
+        "metadata": {"name": "kubelet-client"},
+        "spec": {"request": base64.b64encode(node_csr(new_node_key(), "x").encode()).decode(),
+                 "signerName": "kubernetes.io/kube-apiserver-client",
+                 "usages": ["digital signature", "client auth"]},
+    }
+    return api.certificates.create_certificate_signing_request(body)
+
+
 def patch_node(api: Apis) -> object:
     return api.core.patch_node("node-1", {"metadata": {"labels": {"pool": "b"}}})
 
@@ -298,6 +322,11 @@ CASES = [
     Case("operator", "list Secrets without the name selector", list_secrets(),
          operator("list", "secrets", namespace=NAMESPACE)),
     Case("operator", "create an IPsecPeerSlice (publishing a policy)", create_slice, ALLOWED),
+    Case("operator", "approve a CSR of Kubernetes' own signer", approve_kubelet_csr,
+         # the CertificateApproval admission plugin checks the approve verb on the signer
+         'user not permitted to approve requests with signerName '
+         '"kubernetes.io/kube-apiserver-client"',
+         before=a_kubelet_csr),
     Case("operator", "create an Event", create_event, ALLOWED),
     Case("operator", "patch an Event", patch_event,
          operator("patch", "events", namespace="default"), before=an_event),
@@ -311,7 +340,8 @@ CA = make_ca("rbac test CA")
 @pytest.fixture
 def admin(apiserver: KubeApiServer) -> Apis:
     api_client = apiserver.client()
-    return Apis(k8s.CustomObjectsApi(api_client), k8s.CoreV1Api(api_client))
+    return Apis(k8s.CustomObjectsApi(api_client), k8s.CoreV1Api(api_client),
+                k8s.CertificatesV1Api(api_client))
 
 
 @pytest.fixture
@@ -350,7 +380,8 @@ def test_identity_may_or_may_not(
     if case.before is not None:
         case.before(admin)
     api_client = apiserver.client(identity(apiserver, case.who))
-    apis = Apis(k8s.CustomObjectsApi(api_client), k8s.CoreV1Api(api_client))
+    apis = Apis(k8s.CustomObjectsApi(api_client), k8s.CoreV1Api(api_client),
+                k8s.CertificatesV1Api(api_client))
     if case.expect == ALLOWED:
         case.request(apis)
         return

@@ -232,7 +232,9 @@ def test_no_cluster_wide_access_to_secrets() -> None:
     secret_rules = [(n, r) for n, r in rules(objects, "Role") if "secrets" in r["resources"]]
     assert len(secret_rules) == 2  # operator and agent
     for name, rule in secret_rules:
-        assert rule["resourceNames"] == ["a", "b"], name
+        # only the operator reads the issuer Secrets (the CA's private key)
+        issuers = ["mesh-ca"] if "operator" in name else []
+        assert rule["resourceNames"] == ["a", "b", *issuers], name
         assert set(rule["verbs"]) <= {"get", "list", "watch"}, name
     for role in of_kind(objects, "Role"):
         assert role["metadata"]["namespace"] == "certs"
@@ -241,10 +243,11 @@ def test_no_cluster_wide_access_to_secrets() -> None:
 def test_credential_secrets_default_to_the_release_namespace() -> None:
     for role in of_kind(render(), "Role"):
         assert role["metadata"]["namespace"] == NAMESPACE
-        assert role["rules"][0]["resourceNames"] == ["ipsec-credentials"]
+        issuers = ["mesh-ca"] if "operator" in role["metadata"]["name"] else []
+        assert role["rules"][0]["resourceNames"] == ["ipsec-credentials", *issuers]
 
 
-def test_agent_writes_only_ipsecnodes() -> None:
+def test_agent_writes_only_ipsecnodes_and_its_certificate_requests() -> None:
     agent_role = one(render(), "ClusterRole", "-agent")
     written = {
         resource
@@ -252,7 +255,9 @@ def test_agent_writes_only_ipsecnodes() -> None:
         if WRITE_VERBS & set(rule["verbs"])
         for resource in rule["resources"]
     }
-    assert written == {"ipsecnodes", "ipsecnodes/status"}
+    assert written == {"ipsecnodes", "ipsecnodes/status", "certificatesigningrequests"}
+    (csrs,) = [r for r in agent_role["rules"] if "certificatesigningrequests" in r["resources"]]
+    assert WRITE_VERBS & set(csrs["verbs"]) == {"create"}  # never approve or sign
     for rule in agent_role["rules"]:
         if "ipsecnodes" in rule["resources"]:
             assert "delete" not in rule["verbs"]

@@ -90,3 +90,13 @@ def test_demo_ends_with_kubectl_output_and_says_when_it_failed() -> None:
     failed = format_kubectl({"kubectl": {"get": shown | {"exit": 1, "stderr": "refused"}}})
     assert failed.endswith("(exit 1: refused)")
     assert format_kubectl({"kubectl": {}}) == ""
+
+
+@pytest.mark.parametrize("index", [1, 2, 3, 12])
+def test_nodes_own_the_pod_cidr_of_their_pod_host(index: int) -> None:
+    import kubernetes_validate
+
+    node = node_object(index, 3)
+    assert node["spec"] == {"podCIDR": f"10.244.{index}.0/24",
+                            "podCIDRs": [f"10.244.{index}.0/24"]}
+    kubernetes_validate.validate(node, "1.32", strict=True)

@@ -58,3 +58,50 @@ def test_steps_are_exactly_the_documented_ones() -> None:
         module = sys.modules[getattr(inside.Lab, f"step_{name}").__module__]
         docs = (sys.modules["hack.labkit.lab"].__doc__ or "") + (module.__doc__ or "")
         assert f'"do": "{name}"' in docs, name
+
+
+def test_pod_network_is_plain_routing_through_the_nodes() -> None:
+    assert inside.pod_network_commands(2, 3) == {
+        "node-2": [
+            "link add pods type veth peer name eth0 netns node-2-pod",
+            "addr add 10.244.2.1/24 dev pods",
+            "link set pods up",
+            "route add 10.244.1.0/24 via 10.77.0.1 dev eth0",
+            "route add 10.244.3.0/24 via 10.77.0.3 dev eth0",
+        ],
+        "node-2-pod": [
+            "link set lo up",
+            "addr add 10.244.2.10/24 dev eth0",
+            "link set eth0 up",
+            "route add default via 10.244.2.1 dev eth0",
+        ],
+        "bystander": ["route add 10.244.2.0/24 via 10.77.0.2 dev eth0"],
+    }
+
+
+def test_pods_are_probed_hosts_behind_their_nodes_and_run_nothing() -> None:
+    lab = inside.Lab({"nodes": 2, "pods": True})
+    assert [h.name for h in lab.hosts] == ["node-1", "node-2", "node-1-pod", "node-2-pod",
+                                           "bystander"]
+    assert [h.name for h in lab.on_switch] == ["node-1", "node-2", "bystander"]
+    assert [h.name for h in lab.nodes] == ["node-1", "node-2"]  # charons and agents: these
+    assert lab.results["hosts"][2] == {
+        "name": "node-1-pod", "address": "10.244.1.10", "role": "pod", "node": "node-1",
+        "carrier": "10.77.0.1", "podCIDR": "10.244.1.0/24"}
+    assert lab.results["hosts"][4] == {
+        "name": "bystander", "address": "10.77.0.200", "role": "bystander", "node": None,
+        "carrier": "10.77.0.200", "podCIDR": None}
+    assert [h.name for h in inside.Lab({"nodes": 2}).hosts] == ["node-1", "node-2",
+                                                                "bystander"]
+
+
+def test_hack_lab_run_takes_pods() -> None:
+    import argparse
+
+    from hack.labkit.lab.host import LabOptions, add_arguments, options_from
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    assert options_from(parser.parse_args(["--pods"])).pods is True
+    assert options_from(parser.parse_args([])).pods is False
+    assert LabOptions().pods is False

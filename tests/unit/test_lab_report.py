@@ -147,3 +147,203 @@ def test_timings_measure_from_policy_applied_to_the_last_esp_delivery() -> None:
     got = timings(results, {"probes": [probe, back]}, ["node-1", "node-2"], packets)
     assert got["policy_applied_to_all_pairs_esp"] == 8.0
     assert got["first_packet_to_sa_seconds"] == {"min": 2.5, "median": 3.0, "max": 3.0}
+
+
+# ------------------------------------------------------------------------------------- pods
+HOSTS: list[dict[str, Any]] = [
+    {"name": "node-1", "address": "10.77.0.1", "role": "node", "node": "node-1",
+     "carrier": "10.77.0.1", "podCIDR": None},
+    {"name": "node-2", "address": "10.77.0.2", "role": "node", "node": "node-2",
+     "carrier": "10.77.0.2", "podCIDR": None},
+    {"name": "node-1-pod", "address": "10.244.1.10", "role": "pod", "node": "node-1",
+     "carrier": "10.77.0.1", "podCIDR": "10.244.1.0/24"},
+    {"name": "node-2-pod", "address": "10.244.2.10", "role": "pod", "node": "node-2",
+     "carrier": "10.77.0.2", "podCIDR": "10.244.2.0/24"},
+    {"name": "bystander", "address": "10.77.0.200", "role": "bystander", "node": None,
+     "carrier": "10.77.0.200", "podCIDR": None},
+]
+ADDRESS = {h["name"]: h["address"] for h in HOSTS}
+CARRIERS = {h["name"]: h["carrier"] for h in HOSTS}
+
+
+def pod_probe(src: str, dst: str, **changes: Any) -> dict[str, Any]:
+    return dict(PROBE, src=src, dst=dst, src_address=ADDRESS[src], dst_address=ADDRESS[dst],
+                token=f"SMPROBE:main:{src}:{dst}:abcd") | changes
+
+
+def test_carriers_come_from_the_recorded_hosts() -> None:
+    from hack.labkit.lab.report import carrier_addresses
+
+    assert carrier_addresses(HOSTS) == CARRIERS
+    assert carrier_addresses([{"name": "x", "address": "10.0.0.9"}]) == {"x": "10.0.0.9"}
+
+
+@pytest.mark.parametrize(
+    ("src", "dst", "packets", "seen"),
+    [
+        # Transport mode: a forwarded pod packet crosses with the pods' addresses, in the clear
+        ("node-1-pod", "node-2-pod",
+         [Packet(11.0, "10.244.1.10", "10.244.2.10", False,
+                 b"SMPROBE:main:node-1-pod:node-2-pod:abcd")], "cleartext"),
+        # Tunnel mode: ESP between the two carrying nodes, the pods invisible
+        ("node-1-pod", "node-2-pod", [Packet(11.0, "10.77.0.1", "10.77.0.2", True, b"")],
+         "esp"),
+        ("node-1-pod", "node-2", [Packet(11.0, "10.77.0.1", "10.77.0.2", True, b"")], "esp"),
+        ("bystander", "node-2-pod", [Packet(11.0, "10.77.0.200", "10.77.0.2", True, b"")],
+         "esp"),
+        # ESP between the wrong nodes, the other way, or outside the window is not this probe's
+        ("node-1-pod", "node-2-pod", [Packet(11.0, "10.77.0.2", "10.77.0.1", True, b"")],
+         "none"),
+        ("node-1-pod", "node-2-pod", [Packet(11.0, "10.77.0.1", "10.77.0.200", True, b"")],
+         "none"),
+        ("node-1-pod", "node-2-pod", [Packet(20.0, "10.77.0.1", "10.77.0.2", True, b"")],
+         "none"),
+        # ESP with the pods' own addresses outside (no node wraps a pod packet that way)
+        ("node-1-pod", "node-2-pod", [Packet(11.0, "10.244.1.10", "10.244.2.10", True, b"")],
+         "none"),
+        # a token in the clear anywhere wins over any ESP between the nodes
+        ("node-1-pod", "node-2-pod",
+         [Packet(11.0, "10.77.0.1", "10.77.0.2", True, b""),
+          Packet(11.1, "10.77.0.1", "10.77.0.2", False,
+                 b"SMPROBE:main:node-1-pod:node-2-pod:abcd")], "cleartext"),
+        # a pod and its own node: nothing crosses the switch, whatever the node sends
+        ("node-1-pod", "node-1", [Packet(11.0, "10.77.0.1", "10.77.0.2", True, b"")], "none"),
+        ("node-1", "node-1-pod", [Packet(11.0, "10.77.0.1", "10.77.0.1", True, b"")], "none"),
+        # node pairs as before
+        ("node-1", "node-2", [Packet(11.0, "10.77.0.1", "10.77.0.2", True, b"")], "esp"),
+    ],
+)
+def test_pod_probes_are_judged_by_the_esp_of_their_carrying_nodes(
+    src: str, dst: str, packets: list[Packet], seen: str
+) -> None:
+    assert classify(pod_probe(src, dst), packets, CARRIERS) == seen
+
+
+def test_a_probe_of_a_host_without_a_carrier_uses_its_own_addresses() -> None:
+    packets = [Packet(11.0, "10.244.1.10", "10.244.2.10", True, b"")]
+    assert classify(pod_probe("node-1-pod", "node-2-pod"), packets) == "esp"
+    assert classify(pod_probe("node-1-pod", "node-2-pod"), packets, {"x": "y"}) == "esp"
+
+
+def test_traffic_rows_pass_the_carriers_on() -> None:
+    from hack.labkit.lab.report import traffic_rows
+
+    packets = [Packet(11.0, "10.77.0.1", "10.77.0.2", True, b"")]
+    rows = traffic_rows([pod_probe("node-1-pod", "node-2-pod")], packets, CARRIERS)
+    assert [(r["src"], r["dst"], r["seen"], r["delivered"]) for r in rows] == [
+        ("node-1-pod", "node-2-pod", "esp", True)]
+    assert traffic_rows([pod_probe("node-1-pod", "node-2-pod")], packets)[0]["seen"] == "none"
+
+
+@pytest.mark.parametrize(
+    ("src", "dst", "kind"),
+    [
+        ("node-1", "node-2", "node-node"),
+        ("node-1", "bystander", "node-bystander"),
+        ("bystander", "node-2", "node-bystander"),
+        ("node-1-pod", "node-2-pod", "pod-pod"),
+        ("node-1-pod", "node-1", "pod-own-node"),
+        ("node-2", "node-2-pod", "pod-own-node"),
+        ("node-1-pod", "node-2", "pod-other-node"),
+        ("node-2", "node-1-pod", "pod-other-node"),
+        ("node-1-pod", "bystander", "pod-bystander"),
+        ("bystander", "node-2-pod", "pod-bystander"),
+    ],
+)
+def test_pairs_fall_into_classes(src: str, dst: str, kind: str) -> None:
+    from hack.labkit.lab.report import pair_class
+
+    assert pair_class(src, dst, {h["name"]: h for h in HOSTS}) == kind
+
+
+def pod_report() -> dict[str, Any]:
+    """Every ordered pair of HOSTS: node pairs esp, pod and own node none, the rest clear."""
+    from hack.labkit.lab.report import pair_class, pod_rows
+
+    names = [h["name"] for h in HOSTS]
+    seen = {"node-node": "esp", "pod-own-node": "none"}
+    by_name = {h["name"]: h for h in HOSTS}
+    return {
+        "ready": True, "mode": "cluster",
+        "nodes": [{"name": n, "address": ADDRESS[n], "sas": []} for n in ("node-1", "node-2")],
+        "hosts": HOSTS,
+        "pods": pod_rows(HOSTS),
+        "traffic": [
+            {"src": a, "dst": b, "seen": seen.get(pair_class(a, b, by_name), "cleartext"),
+             "delivered": True}
+            for a in names for b in names if a != b
+        ],
+    }
+
+
+def test_pod_rows_name_each_pod_its_node_and_pod_cidr() -> None:
+    assert pod_report()["pods"] == [
+        {"name": "node-1-pod", "address": "10.244.1.10", "node": "node-1",
+         "podCIDR": "10.244.1.0/24"},
+        {"name": "node-2-pod", "address": "10.244.2.10", "node": "node-2",
+         "podCIDR": "10.244.2.0/24"},
+    ]
+
+
+def test_verdict_tallies_every_pair_class_with_pods() -> None:
+    from hack.labkit.lab.report import verdict
+
+    assert verdict(pod_report()).splitlines() == [
+        "Node to node (2 directions): 2 esp.",
+        "With the bystander (4 directions): 4 cleartext.",
+        "Pod to pod across nodes (2 directions): 2 cleartext.",
+        "Pod and its own node (4 directions): 4 none.",
+        "Pod and another node (4 directions): 4 cleartext.",
+        "Pod and the bystander (4 directions): 4 cleartext.",
+    ]
+
+
+def test_summary_lists_the_pods_and_shows_them_in_the_matrix() -> None:
+    from hack.labkit.lab.report import format_summary
+
+    text = format_summary(pod_report())
+    assert "  node-1-pod (10.244.1.10) behind node-1, pod CIDR 10.244.1.0/24" in text
+    lines = text.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.startswith("Traffic"))
+    columns = lines[header + 1].split()
+    assert columns == ["node-1", "node-2", "node-1-pod", "node-2-pod", "bystander"]
+    row = next(line for line in lines if line.startswith("node-1-pod "))
+    assert row.split()[1:] == ["none", "ok", "cleartext", "ok", "-", "cleartext", "ok",
+                               "cleartext", "ok"]
+    assert "a pod and its own node talk inside the node" in text
+
+
+def test_summary_without_pods_is_unchanged_in_shape() -> None:
+    from hack.labkit.lab.report import format_summary
+
+    report = pod_report()
+    keep = {"node-1", "node-2", "bystander"}
+    report["traffic"] = [r for r in report["traffic"] if {r["src"], r["dst"]} <= keep]
+    report.pop("hosts")
+    report.pop("pods")
+    text = format_summary(report)
+    assert "Pod" not in text
+    assert "pod" not in text
+    assert text.splitlines()[-1] == (
+        "Node to node (2 directions): 2 esp. With the bystander (4 directions): 4 cleartext.")
+
+
+def test_report_classifies_pod_probes_through_the_recorded_carriers() -> None:
+    from hack.labkit.lab.host import build_report
+
+    probes = [pod_probe("node-1-pod", "node-2-pod"), pod_probe("node-1", "node-2")]
+    results = {
+        "ready": True, "started": 0.0, "hosts": HOSTS,
+        "rounds": [{"label": "main", "seconds": 1.0, "probes": probes}],
+        "pods": {"routes": {"node-1": ["10.244.2.0/24 via 10.77.0.2 dev eth0"]}},
+    }
+    packets = [Packet(11.0, "10.77.0.1", "10.77.0.2", True, b"")]
+    report = build_report(results, packets, 2, {})
+    assert [(r["src"], r["dst"], r["seen"]) for r in report["traffic"]] == [
+        ("node-1-pod", "node-2-pod", "esp"), ("node-1", "node-2", "esp")]
+    assert report["rounds"]["main"]["traffic"] == report["traffic"]
+    assert [n["name"] for n in report["nodes"]] == ["node-1", "node-2"]
+    assert [p["name"] for p in report["pods"]] == ["node-1-pod", "node-2-pod"]
+    assert report["pod_network"] == results["pods"]
+    without = build_report({"ready": True, "started": 0.0, "rounds": []}, [], 2, {})
+    assert (without["hosts"], without["pods"], without["pod_network"]) == ([], [], {})

@@ -18,6 +18,7 @@ from controller.strongswan.render import (
     key_id,
     policy_of_conn,
     proposals,
+    remote_ranges,
     render_charon,
 )
 from tests.certs import make_ca, make_cert
@@ -266,3 +267,29 @@ def test_links_name_the_peer_the_address_and_the_connection() -> None:
 def test_per_peer_connections_belong_to_their_policy() -> None:
     assert conn_name("mesh", "node-2") == "sm-mesh@node-2"
     assert policy_of_conn("sm-mesh@node-2") == "mesh"
+
+
+def test_a_peer_must_prove_its_own_identity_and_the_catch_all_answers_no_known_peer() -> None:
+    desired = render_charon([CharonPolicy(policy(), CREDS, REQID, REQID + 1, PEERS)], NODE)
+    assert desired.connections["sm-mesh@node-2"]["remote"]["id"] == "CN=node-2"
+    assert desired.connections["sm-mesh@node-0"]["remote"]["id"] == "%any"  # none published
+    catch_all = desired.connections["sm-mesh"]
+    # 10.0.0.0 and 10.0.0.2 have connections of their own, 10.0.0.1 is this node
+    assert catch_all["remote_addrs"] == ["10.0.0.3-10.0.255.255"]
+    assert catch_all["children"]["sm-mesh"]["remote_ts"] == ["10.0.0.0/16"]  # the trap's scope
+
+
+@pytest.mark.parametrize(
+    ("subnets", "excluded", "expected"),
+    [
+        (["10.0.0.0/24"], [], ["10.0.0.0/24"]),
+        (["10.0.0.0/24"], ["10.0.0.1", "10.0.0.3"], ["10.0.0.0", "10.0.0.2",
+                                                    "10.0.0.4-10.0.0.255"]),
+        (["10.0.0.0/24"], ["10.0.0.255", "192.0.2.1"], ["10.0.0.0-10.0.0.254"]),
+        (["fd00::/126"], ["fd00::1"], ["fd00::", "fd00::2-fd00::3"]),
+    ],
+)
+def test_remote_ranges_leave_out_exactly_the_known_addresses(
+    subnets: list[str], excluded: list[str], expected: list[str]
+) -> None:
+    assert remote_ranges(subnets, excluded) == expected
