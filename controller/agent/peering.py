@@ -3,7 +3,8 @@
 Both ends of a pair used to trap the same first packet and initiate at once, which left two
 IKE_SAs and two CHILD_SAs per pair. Now every known peer gets a connection of its own, and only
 the end with the lower address initiates it, right after loading it and without waiting for
-traffic; the other end only answers. The agent re-initiates with a back-off while the SA is
+traffic; the other end only answers (but after its own charon restarted, a node initiates every
+link it lost, since its peers still believe in their halves). The agent re-initiates with a back-off while the SA is
 missing (the peer may not have loaded its side yet: charon does not retry a refused exchange).
 
 Two kinds of SAs are removed: a second IKE_SA of one per-peer connection that survived two
@@ -64,13 +65,21 @@ def plan_initiations(
     sas: Sequence[SecurityAssociation],
     attempts: Mapping[str, Attempts],
     now: float,
+    every_link: bool = False,
 ) -> InitiationPlan:
-    """Initiator links without an installed CHILD_SA whose back-off has run out."""
+    """Initiator links without an installed CHILD_SA whose back-off has run out.
+
+    ``every_link``: this node's charon restarted and lost its SAs while its peers may still
+    hold their halves (they would only notice at the next dead-peer check): it initiates every
+    missing link itself, whichever address is lower; the peer then holds two IKE_SAs for a
+    moment and closes the older one."""
     initiate: list[str] = []
     after: dict[str, Attempts] = {}
     for link in links:
-        if not initiates(link.local, link.address) or installed(sas, link.connection):
-            continue  # responders wait; an installed SA resets the back-off
+        if installed(sas, link.connection):
+            continue  # an installed SA resets the back-off
+        if not every_link and not initiates(link.local, link.address):
+            continue  # responders wait
         previous = attempts.get(link.connection, Attempts())
         if negotiating(sas, link.connection) or now < previous.next_at:
             after[link.connection] = previous

@@ -94,6 +94,9 @@ class DesiredNode:
 
 
 PEERS_SUFFIX = "#peers"  # never part of a policy name
+# after charon restarted, this node initiates every link it lost for this long (its peers'
+# halves are stale; they would notice only at their next dead-peer check)
+RESTART_WINDOW_SECONDS = 60.0
 
 
 def assign_reqids(names: Sequence[str]) -> dict[str, tuple[int, int]]:
@@ -210,6 +213,7 @@ class Reconciler:
         self._stale_candidates: frozenset[tuple[str, str, int]] = frozenset()
         self._attempts: Mapping[str, Attempts] = {}
         self._termination = TerminationGate()
+        self._restarted_at: float | None = None  # when charon was last seen restarted
         self._clock = clock
 
     def close(self) -> None:
@@ -287,6 +291,8 @@ class Reconciler:
             if self.charon_id is not None and current != self.charon_id:
                 log.warning("charon restarted (%s -> %s): loading everything", self.charon_id,
                             current)
+                self._restarted_at = self._clock()
+                self._attempts = {}  # nothing of the old charon's is under way any more
             self.charon_id = current
             plan = self._plan_charon(desired.charon, charon.read_actual())
             changed = not hold and not plan.is_empty
@@ -309,7 +315,10 @@ class Reconciler:
         """Initiate the connections this node is the initiator of and that lack an SA; close
         the IKE_SAs that should not exist (``controller.agent.peering``)."""
         links = desired.charon.links
-        plan = plan_initiations(links, sas, self._attempts, self._clock())
+        now = self._clock()
+        after_restart = (self._restarted_at is not None
+                         and now - self._restarted_at < RESTART_WINDOW_SECONDS)
+        plan = plan_initiations(links, sas, self._attempts, now, every_link=after_restart)
         self._attempts = plan.attempts
         for connection in plan.initiate:
             log.info("initiating %s", connection)

@@ -309,6 +309,11 @@ def _connection(
         "dpd_delay": template.dpd_delay,
         "encap": template.encap,
         "mobike": "no",
+        # Never INITIAL_CONTACT: with it, charon deletes every other IKE_SA of the same peer
+        # identity, and with one shared certificate every node is that identity: node-2's
+        # first contact with node-3 made node-3 drop its SA with node-1. Duplicates of one
+        # peer are the agent's to close (controller.agent.peering).
+        "unique": "never",
         "send_cert": "always",
         "local": {"auth": "pubkey", "certs": [template.cert]},
         "remote": {"auth": "pubkey", "id": peer_id or "%any", "cacerts": list(template.cas)},

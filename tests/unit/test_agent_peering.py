@@ -114,3 +114,9 @@ def test_duplicates_go_on_the_second_pass_superseded_sas_at_once() -> None:
     assert gate.confirm(first) == {"3"}
     assert gate.confirm(Unwanted(duplicates=frozenset({"9"}))) == {"9"}
     assert gate.confirm(Unwanted(duplicates=frozenset({"11"}))) == set()  # a rekey's overlap
+
+
+def test_after_its_charon_restarted_a_node_initiates_every_link_it_lost() -> None:
+    plan = plan_initiations([LOWER, HIGHER], [sa(HIGHER.connection, "1")], {}, now=5.0,
+                            every_link=True)
+    assert plan.initiate == (LOWER.connection,)  # HIGHER is installed; LOWER would wait

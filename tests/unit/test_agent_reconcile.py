@@ -243,3 +243,15 @@ def test_a_peer_that_leaves_loses_its_connection(world: World) -> None:
     rec.run_pass(with_peers(policy()))
     rec.run_pass(with_peers(policy(), peers=PEERS[:1]))
     assert sorted(charon.conns) == ["sm-mesh", "sm-mesh@node-2"]
+
+
+def test_a_restarted_charon_makes_the_node_initiate_even_to_lower_addresses(
+    world: World,
+) -> None:
+    charon, _, rec = world
+    rec.run_pass(with_peers(policy()))
+    assert charon.initiated == ["sm-mesh@node-2"]
+    charon.restart()
+    charon.initiated.clear()
+    rec.run_pass(with_peers(policy()))
+    assert sorted(charon.initiated) == ["sm-mesh@node-0", "sm-mesh@node-2"]

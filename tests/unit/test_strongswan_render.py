@@ -62,6 +62,7 @@ def test_default_policy_renders_the_add_on_model_connection() -> None:
             "dpd_delay": "30s",
             "encap": "no",
             "mobike": "no",
+            "unique": "never",
             "send_cert": "always",
             "local": {"auth": "pubkey", "certs": [der(CREDS.cert_pem)]},
             "remote": {"auth": "pubkey", "id": "%any", "cacerts": [der(CA.cert_pem)]},
