@@ -72,11 +72,13 @@ def lab(tmp_path: Path) -> Callable[..., Report]:
         steps: list[dict[str, Any]] | None = None,
         files: Mapping[str, Path] | None = None,
         mode: str = "cluster",
+        pods: bool = False,
     ) -> Report:
         report = run_lab(
             LabOptions(
                 nodes=nodes,
                 mode=mode,
+                pods=pods,
                 policy=policy,
                 steps=steps or [],
                 extra_files=files or {},

@@ -5,9 +5,10 @@ as PID 1 inside user-mode-linux and imports only the standard library, because e
 there goes through hostfs and is slow. ``pcap`` and ``report`` are pure and unit-tested.
 
 Inside, in order: filesystems, modules, switch ``sw0`` with ``node-1..N`` (10.77.0.i/24) and
-``bystander`` (10.77.0.200) as network namespaces, ``tcpdump`` on the switch, one charon per
-node (own mount namespace and /run, config from ``controller.strongswan.render_strongswan_conf``),
-then the control plane of the mode, wait until ready, a warm-up probe round (SAs are
+``bystander`` (10.77.0.200) as network namespaces, with ``--pods`` (``LabOptions.pods``) the
+pod hosts (below), ``tcpdump`` on the switch, one charon per node (own mount namespace and
+/run, config from ``controller.strongswan.render_strongswan_conf``), then the control plane
+of the mode, wait until ready, a warm-up probe round (SAs are
 negotiated on demand), the ``main`` probe round, then the scenario's steps. Modes:
 ``cluster`` (the default; ``clusterhost.py`` on the host, ``cluster.py`` inside): a real
 kube-apiserver + etcd (``hack/control-plane``) and the operator run on the host, bound to a tap
@@ -25,10 +26,24 @@ printed (the kubectl built with the control plane). ``standalone``: one
 agent per node fed the policy file, ready = every status file shows the generations
 enforced. ``static``: hand-written PSK configs, a self-check of the lab.
 
-Probes are UDP datagrams with a unique token per ordered pair and round, re-sent every 0.25 s
-until delivered or timed out. The report's ``traffic`` is the ``main`` round; ``rounds`` has
-every round (``warmup``, ``main`` and those of ``probe`` steps), each row with ``seen``
-(``esp``/``cleartext``/``none`` from the capture) and ``delivered``.
+Pods (off by default): node ``node-i`` owns pod CIDR 10.244.i.0/24 (also its Node's
+``spec.podCIDR(s)`` in cluster mode, with or without pods) and holds a pod host
+``node-i-pod``: a network namespace of its own, 10.244.i.10/24 on a veth whose node end is
+``pods`` (10.244.i.1/24), default route via 10.244.i.1. Each node has ``ip_forward=1`` and a
+route to every other node's pod CIDR via that node's switch address; the bystander routes
+every pod CIDR via its node. Plain routing: no overlay, no NAT; pod hosts run no charon and no
+agent. rp_filter is read in every namespace and a strict 1 made loose 2 (the lab kernel's
+namespaces start with 0). ``results["pods"]`` / the report's ``pod_network`` keep the ``ip``
+commands, the routes and the sysctls (found, now); the report's ``pods`` lists the pod hosts.
+
+Probes are UDP datagrams with a unique token per ordered pair of hosts (nodes, pod hosts,
+bystander) and round, re-sent every 0.25 s until delivered or timed out. The report's
+``traffic`` is the ``main`` round; ``rounds`` has every round (``warmup``, ``main`` and those
+of ``probe`` steps), each row with ``seen`` (``esp``/``cleartext``/``none`` from the capture)
+and ``delivered``. ``esp`` means the token never crossed the switch in the clear and ESP went
+between the hosts' *carriers* in the probe's window: a node or the bystander carries itself, a
+pod host its node (``hosts`` in the report), so tunnelled pod traffic counts as ``esp`` only
+with ESP between the two nodes; a pod and its own node never cross the switch (``none``).
 
 Scenario steps (``hack/lab run --steps FILE``, a JSON list; tests pass them directly):
 ``{"do": "probe", "label": L, "timeout": s}``, ``{"do": "flush_xfrm", "what":

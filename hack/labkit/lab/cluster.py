@@ -14,9 +14,12 @@ namespace, beside its charon and xfrm state) reaches the API while neither the c
 
 Each lab node is a ``Node`` object ``node-i`` with labels ``strongmesh.io/lab-index: "i"`` and
 ``lab.strongmesh.io/group`` (``a``, but ``b`` for the last node, so a selector can pick a
-subset) and the InternalIP ``10.77.0.i``. Manifests (the ``--policy`` file and ``--file``
-extras) arrive as JSON documents (the host parsed the YAML) and are applied like ``kubectl
-apply`` would: create, or replace the existing object keeping its resourceVersion.
+subset), the InternalIP ``10.77.0.i`` and the pod CIDR ``10.244.i.0/24`` (``spec.podCIDR`` and
+``spec.podCIDRs``, set when the host creates the Node: an admin may set them on create, and they
+are immutable once set; with ``--pods`` that is where the node's pod host lives). Manifests
+(the ``--policy`` file and ``--file`` extras) arrive as JSON documents (the host parsed the
+YAML) and are applied like ``kubectl apply`` would: create, or replace the existing object
+keeping its resourceVersion.
 
 ``ClusterMode`` is mixed into ``inside.Lab``; its ``step_*`` methods are scenario steps.
 """
@@ -36,6 +39,7 @@ from typing import Any
 MGMT_BRIDGE = "mgmt0"
 UPLINK = "vec0"  # UML's vector network device on the host's tap (clusterhost.py)
 GROUP_VERSION = "strongmesh.io/v1alpha1"
+POD_NET = "10.244"  # lab node i owns POD_NET.i.0/24
 
 # kind -> (API path prefix, plural, namespaced)
 KINDS: dict[str, tuple[str, str, bool]] = {
@@ -63,8 +67,14 @@ def object_path(kind: str, name: str | None = None, namespace: str | None = None
     return path if name is None else f"{path}/{name}"
 
 
+def node_pod_cidr(index: int) -> str:
+    """The pod CIDR lab node ``index`` owns (with pods, its pod host ``node-i-pod`` lives
+    there: ``inside.pod_network_commands``)."""
+    return f"{POD_NET}.{index}.0/24"
+
+
 def node_object(index: int, count: int) -> dict[str, Any]:
-    """The Node of lab node ``index`` (1-based) of ``count``: labels and InternalIP."""
+    """The Node of lab node ``index`` (1-based) of ``count``: labels, pod CIDR, InternalIP."""
     return {
         "apiVersion": "v1",
         "kind": "Node",
@@ -76,6 +86,7 @@ def node_object(index: int, count: int) -> dict[str, Any]:
                 "kubernetes.io/hostname": f"node-{index}",
             },
         },
+        "spec": {"podCIDR": node_pod_cidr(index), "podCIDRs": [node_pod_cidr(index)]},
         "status": {"addresses": [
             {"type": "InternalIP", "address": f"10.77.0.{index}"},
             {"type": "Hostname", "address": f"node-{index}"},

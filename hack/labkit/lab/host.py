@@ -53,6 +53,9 @@ class LabOptions:
     # standalone mode: list every lab node as a peer in the policy file (False: the agents
     # know no peer and reach each other through the catch-all trap)
     standalone_peers: bool = True
+    # a pod host node-i-pod (10.244.i.10, pod CIDR 10.244.i.0/24) behind every node, routed
+    # through it without an overlay; probed like every other host
+    pods: bool = False
 
 
 class LabError(RuntimeError):
@@ -195,6 +198,7 @@ def _boot_and_report(options: LabOptions, workdir: Path, cluster: Any) -> dict[s
         config: dict[str, Any] = {
             "hostdir": str(workdir),
             "nodes": options.nodes,
+            "pods": options.pods,
             "mode": options.mode,
             "python": sys.executable,
             "project": str(PROJECT),
@@ -281,6 +285,8 @@ def build_report(
     names = [f"node-{i}" for i in range(1, n + 1)]
     addresses = {name: f"10.77.0.{i}" for i, name in enumerate(names, start=1)}
     nodes = reporting.node_rows(names, results.get("statuses", {}), addresses)
+    hosts = results.get("hosts", [])
+    carriers = reporting.carrier_addresses(hosts)
     rounds = {r["label"]: r for r in results.get("rounds", [])}
     main = rounds.get("main", {"probes": []})
     statuses: dict[str, Any] = (
@@ -292,7 +298,7 @@ def build_report(
         "seconds_to_ready": results.get("seconds_to_ready"),
         "mode": results.get("mode"),
         "nodes": nodes,
-        "traffic": reporting.traffic_rows(main["probes"], packets),
+        "traffic": reporting.traffic_rows(main["probes"], packets, carriers),
         # DESIGN.md: the policy's status as the API serves it (the file's first IPsecPolicy;
         # {} once it is gone); every policy of the file by name in policy_statuses
         "policy_status": statuses.get(next(iter(expected), ""), {}),
@@ -304,7 +310,7 @@ def build_report(
         "rounds": {
             label: {
                 "seconds": r["seconds"],
-                "traffic": reporting.traffic_rows(r["probes"], packets),
+                "traffic": reporting.traffic_rows(r["probes"], packets, carriers),
             }
             for label, r in rounds.items()
         },
@@ -316,6 +322,11 @@ def build_report(
         "snapshots": results.get("snapshots", {}),
         "timeline": results.get("timeline", {}),
         "errors": results.get("errors", []),
+        # every probed host (nodes, pod hosts, bystander): role, node, carrier address
+        "hosts": hosts,
+        "pods": reporting.pod_rows(hosts),
+        # with pods: the ip commands, routes and sysctls (found/now) of every namespace
+        "pod_network": results.get("pods", {}),
     }
     return report
 
@@ -371,6 +382,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resync-seconds", type=float, default=5,
                         help="agents' drift-repair timer (default 5 in the lab)")
     parser.add_argument("--timeout", type=float, default=600, help="kill the lab after this")
+    parser.add_argument("--pods", action="store_true",
+                        help="a pod host node-i-pod (10.244.i.10) behind every node, routed "
+                        "through it (pod CIDR 10.244.i.0/24, no overlay), probed like the "
+                        "other hosts")
 
 
 def options_from(args: argparse.Namespace) -> LabOptions:
@@ -382,6 +397,7 @@ def options_from(args: argparse.Namespace) -> LabOptions:
     return LabOptions(
         nodes=args.nodes, policy=args.policy, mode=args.mode, steps=steps, extra_files=extra,
         resync_seconds=args.resync_seconds, timeout=args.timeout, keep_logs=args.keep_logs,
+        pods=args.pods,
     )
 
 

@@ -33,7 +33,7 @@ from typing import Any
 # Run as a script inside UML, only this directory is on sys.path: add the project (stdlib-only
 # lab modules are imported from it; the heavy parts run in the processes the lab starts).
 sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "..")))
-from hack.labkit.lab.cluster import ClusterMode
+from hack.labkit.lab.cluster import POD_NET, ClusterMode, node_pod_cidr
 from hack.labkit.lab.steps_ops import AGENT_METRICS_PORT, OpsSteps
 
 SHARED = "/mnt/lab"  # the host's temp dir, writable through hostfs
@@ -46,6 +46,8 @@ CHARON = "/usr/lib/ipsec/charon"
 CLONE_NEWNET = 0x40000000
 SWITCH = "sw0"
 BYSTANDER = "bystander"
+SWITCH_NET = "10.77.0"  # node-i is SWITCH_NET.i/24 on the switch
+POD_LINK = "pods"  # the node's end of the veth to its pod host
 
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -60,6 +62,14 @@ def sh(*argv: str, check: bool = True) -> str:
     if check and result.returncode != 0:
         raise RuntimeError(f"{' '.join(argv)}: {result.stderr.strip() or result.returncode}")
     return result.stdout
+
+
+def ip_batch(namespace: str, lines: list[str]) -> None:
+    """Several ``ip`` commands in one namespace with one process (each exec costs ~45 ms)."""
+    result = subprocess.run(["ip", "-n", namespace, "-batch", "-"], input="\n".join(lines) + "\n",
+                            capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise RuntimeError(f"ip -n {namespace} -batch: {result.stderr.strip()}")
 
 
 @contextlib.contextmanager
@@ -78,12 +88,16 @@ def in_netns(name: str) -> Iterator[None]:
 
 
 class Host:
-    """A lab host: a network namespace with one veth on the switch."""
+    """A lab host: a network namespace with one veth on the switch, or (a pod host) one veth
+    to the node that carries it (``carrier``), through which it reaches everything else."""
 
-    def __init__(self, name: str, address: str, node: bool) -> None:
+    def __init__(self, name: str, address: str, node: bool,
+                 carrier: Host | None = None, pod_cidr: str | None = None) -> None:
         self.name = name
         self.address = address
         self.node = node
+        self.carrier = carrier
+        self.pod_cidr = pod_cidr  # a pod host's: its node's pod CIDR
         self.charon: subprocess.Popen[bytes] | None = None
         self.agent: subprocess.Popen[bytes] | None = None
         self.state_dir = f"{STATE}/{name}"
@@ -96,16 +110,63 @@ class Host:
     def status_file(self) -> str:
         return f"{self.state_dir}/status.json"
 
+    @property
+    def role(self) -> str:
+        if self.carrier is not None:
+            return "pod"
+        return "node" if self.node else "bystander"
+
+    def describe(self) -> dict[str, Any]:
+        """The host as ``results["hosts"]`` records it: ``carrier`` is the address its traffic
+        wears on the switch when a node wraps it in ESP (a pod's node; else its own)."""
+        carrier = self.carrier or self
+        return {"name": self.name, "address": self.address, "role": self.role,
+                "node": carrier.name if carrier.node else None,
+                "carrier": carrier.address, "podCIDR": self.pod_cidr}
+
+
+def pod_network_commands(index: int, count: int) -> dict[str, list[str]]:
+    """The ``ip -batch`` lines that give lab node ``index`` (1-based, of ``count``) its pod
+    host: per network namespace (node, pod, and the bystander's routes to this node's pods).
+    Plain routing, no overlay and no NAT: the pod's default route points at its node, and
+    every other host routes the pod CIDR via this node's address on the switch. Addresses:
+    the pod ``POD_NET.i.10/24``, the node's end ``POD_NET.i.1/24`` (the pod's gateway)."""
+    node, pod = f"node-{index}", f"node-{index}-pod"
+    gateway = f"{POD_NET}.{index}.1"
+    return {
+        node: [
+            f"link add {POD_LINK} type veth peer name eth0 netns {pod}",
+            f"addr add {gateway}/24 dev {POD_LINK}",
+            f"link set {POD_LINK} up",
+            *(f"route add {node_pod_cidr(j)} via {SWITCH_NET}.{j} dev eth0"
+              for j in range(1, count + 1) if j != index),
+        ],
+        pod: [
+            "link set lo up",
+            f"addr add {POD_NET}.{index}.10/24 dev eth0",
+            "link set eth0 up",
+            f"route add default via {gateway} dev eth0",
+        ],
+        BYSTANDER: [f"route add {node_pod_cidr(index)} via {SWITCH_NET}.{index} dev eth0"],
+    }
+
 
 class Lab(ClusterMode, OpsSteps):
     def __init__(self, config: dict[str, Any]) -> None:
         self.config = config
         self.t0 = time.time()
         self.nodes: list[Host] = [
-            Host(f"node-{i}", f"10.77.0.{i}", True) for i in range(1, int(config["nodes"]) + 1)
+            Host(f"node-{i}", f"{SWITCH_NET}.{i}", True)
+            for i in range(1, int(config["nodes"]) + 1)
         ]
-        self.bystander = Host(BYSTANDER, "10.77.0.200", False)
-        self.hosts = [*self.nodes, self.bystander]
+        self.pods: list[Host] = [
+            Host(f"{node.name}-pod", f"{POD_NET}.{i}.10", False, carrier=node,
+                 pod_cidr=node_pod_cidr(i))
+            for i, node in enumerate(self.nodes, start=1)
+        ] if config.get("pods") else []
+        self.bystander = Host(BYSTANDER, f"{SWITCH_NET}.200", False)
+        self.on_switch = [*self.nodes, self.bystander]
+        self.hosts = [*self.nodes, *self.pods, self.bystander]
         self.results: dict[str, Any] = {
             "mode": config.get("mode", "standalone"),
             "started": self.t0,
@@ -117,6 +178,7 @@ class Lab(ClusterMode, OpsSteps):
             "states": {},
             "statuses": {},
             "errors": [],
+            "hosts": [h.describe() for h in self.hosts],
         }
         self.capture: subprocess.Popen[bytes] | None = None
         self.receivers: dict[str, socket.socket] = {}
@@ -200,7 +262,7 @@ class Lab(ClusterMode, OpsSteps):
         sh("ip", "link", "set", "lo", "up")
         sh("ip", "link", "add", SWITCH, "type", "bridge")
         sh("ip", "link", "set", SWITCH, "up")
-        for host in self.hosts:
+        for host in self.on_switch:
             sh("ip", "netns", "add", host.name)
             sh("ip", "link", "add", f"v-{host.name}", "type", "veth", "peer", "name", "eth0",
                "netns", host.name)
@@ -209,6 +271,8 @@ class Lab(ClusterMode, OpsSteps):
             sh("ip", "-n", host.name, "link", "set", "eth0", "up")
             sh("ip", "-n", host.name, "link", "set", "lo", "up")
             os.makedirs(host.state_dir)
+        if self.pods:
+            self.build_pods()
         for host in self.hosts:
             with in_netns(host.name):
                 rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -218,6 +282,56 @@ class Lab(ClusterMode, OpsSteps):
                 tx.setblocking(False)
             self.receivers[host.name] = rx
             self.senders[host.name] = tx
+
+    def build_pods(self) -> None:
+        """Each node's pod host (``pod_network_commands``), IP forwarding on in the nodes,
+        reverse-path filtering checked everywhere; what was set goes to ``results["pods"]``."""
+        batches: dict[str, list[str]] = {}
+        for pod in self.pods:
+            sh("ip", "netns", "add", pod.name)
+        for index in range(1, len(self.nodes) + 1):
+            for namespace, lines in pod_network_commands(index, len(self.nodes)).items():
+                batches.setdefault(namespace, []).extend(lines)
+        # the nodes first: their veths create the pods' eth0
+        for namespace in sorted(batches, key=lambda n: n not in {h.name for h in self.nodes}):
+            ip_batch(namespace, batches[namespace])
+        sysctls: dict[str, dict[str, Any]] = {}
+        for host in self.hosts:
+            links = ("eth0", POD_LINK) if host.node else ("eth0",)
+            sysctls[host.name] = self.pod_sysctls(host.name, links, forward=host.node)
+        self.results["pods"] = {
+            "commands": batches,
+            "routes": {h.name: sh("ip", "-n", h.name, "-4", "route").splitlines()
+                       for h in self.hosts},
+            "sysctls": sysctls,
+        }
+
+    def pod_sysctls(self, namespace: str, links: tuple[str, ...],
+                    forward: bool) -> dict[str, Any]:
+        """In one namespace: ``ip_forward=1`` on a node; rp_filter as found, and strict (1)
+        made loose (2) so that no forwarded packet is dropped for its source (every host has
+        a route back to every pod CIDR, so loose mode passes everything the lab sends)."""
+        keys = [f"net/ipv4/conf/{c}/rp_filter" for c in ("all", "default", *links)]
+        if forward:
+            keys.insert(0, "net/ipv4/ip_forward")
+        found: dict[str, Any] = {}
+        with in_netns(namespace):
+            for key in keys:
+                path = f"/proc/sys/{key}"
+                with open(path) as f:
+                    before = f.read().strip()
+                want = before
+                if key.endswith("ip_forward"):
+                    want = "1"
+                elif before == "1":
+                    want = "2"
+                if want != before:
+                    with open(path, "w") as f:
+                        f.write(want)
+                with open(path) as f:
+                    after = f.read().strip()
+                found[key.replace("/", ".")] = {"found": int(before), "now": int(after)}
+        return found
 
     def start_capture(self) -> None:
         self.capture = subprocess.Popen(

@@ -2,7 +2,15 @@
 
 Pure functions: the host calls them after user-mode-linux has halted. A probe's ``seen`` is
 judged from the wire: ``cleartext`` if any copy of its token was visible, else ``esp`` if ESP
-went from its source to its destination while it was being sent, else ``none``.
+went from its source's *carrier* to its destination's carrier while it was being sent, else
+``none``. A host's carrier is the address its traffic wears on the switch inside ESP: its own
+for a node or the bystander, its node's for a pod host (``node-i-pod`` behind ``node-i``; pod
+traffic crosses the switch with the pod addresses when in the clear, inside ESP between the two
+nodes' addresses when a node tunnels it). So a pod and its own node never cross the switch:
+``none`` there means the traffic stayed inside the node, and ``delivered`` says whether it
+arrived. ESP between two carriers is evidence, not proof, that a particular probe went inside
+it: other probes between the same nodes run in the same window (``delivered`` tells a probe
+that was dropped at a node).
 """
 
 from __future__ import annotations
@@ -16,28 +24,38 @@ from hack.labkit.lab.pcap import Packet
 ESP_GRACE_SECONDS = 1.0
 
 
-def classify(probe: Mapping[str, Any], packets: Sequence[Packet]) -> str:
-    """``cleartext``, ``esp`` or ``none`` for one probe (see module docstring)."""
+def carrier_addresses(hosts: Iterable[Mapping[str, Any]]) -> dict[str, str]:
+    """Host name -> carrier address, from the lab's ``results["hosts"]``."""
+    return {str(h["name"]): str(h.get("carrier") or h["address"]) for h in hosts}
+
+
+def classify(
+    probe: Mapping[str, Any], packets: Sequence[Packet],
+    carriers: Mapping[str, str] | None = None,
+) -> str:
+    """``cleartext``, ``esp`` or ``none`` for one probe (see module docstring). ``carriers``:
+    host name -> carrier address; a host not in it carries itself (the probe's addresses)."""
     token = str(probe["token"]).encode()
     if any(token in p.payload for p in packets if not p.esp):
         return "cleartext"
     first, last = probe.get("first_sent"), probe.get("last_sent")
     if first is None or last is None:
         return "none"
+    carriers = carriers or {}
+    src = carriers.get(str(probe.get("src")), probe["src_address"])
+    dst = carriers.get(str(probe.get("dst")), probe["dst_address"])
+    if src == dst:  # a pod and its own node: nothing of theirs crosses the switch
+        return "none"
     end = float(probe.get("delivered_at") or last) + ESP_GRACE_SECONDS
     for p in packets:
-        if (
-            p.esp
-            and p.src == probe["src_address"]
-            and p.dst == probe["dst_address"]
-            and float(first) - 0.05 <= p.time <= end
-        ):
+        if p.esp and p.src == src and p.dst == dst and float(first) - 0.05 <= p.time <= end:
             return "esp"
     return "none"
 
 
 def traffic_rows(
-    probes: Iterable[Mapping[str, Any]], packets: Sequence[Packet]
+    probes: Iterable[Mapping[str, Any]], packets: Sequence[Packet],
+    carriers: Mapping[str, str] | None = None,
 ) -> list[dict[str, Any]]:
     """One report row per probe, in the order probed."""
     rows = []
@@ -47,7 +65,7 @@ def traffic_rows(
             {
                 "src": probe["src"],
                 "dst": probe["dst"],
-                "seen": classify(probe, packets),
+                "seen": classify(probe, packets, carriers),
                 "delivered": bool(probe["delivered"]),
                 "attempts": probe.get("attempts", 0),
                 "seconds": (
@@ -79,6 +97,53 @@ def node_rows(
             }
         )
     return rows
+
+
+def pod_rows(hosts: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The report's ``pods``: each pod host, its address, its node and the node's pod CIDR."""
+    return [
+        {"name": h["name"], "address": h["address"], "node": h.get("node"),
+         "podCIDR": h.get("podCIDR")}
+        for h in hosts
+        if h.get("role") == "pod"
+    ]
+
+
+# pair class -> how the summary names it, in the order it lists them
+PAIR_CLASSES = {
+    "node-node": "Node to node",
+    "node-bystander": "With the bystander",
+    "pod-pod": "Pod to pod across nodes",
+    "pod-own-node": "Pod and its own node",
+    "pod-other-node": "Pod and another node",
+    "pod-bystander": "Pod and the bystander",
+}
+
+
+def pair_class(src: str, dst: str, hosts: Mapping[str, Mapping[str, Any]]) -> str:
+    """Which of ``PAIR_CLASSES`` an ordered pair belongs to. ``hosts``: name -> the host as
+    ``results["hosts"]`` records it (role, node); a name not in it is the bystander."""
+    a, b = hosts.get(src, {}), hosts.get(dst, {})
+    roles = {a.get("role", "bystander"), b.get("role", "bystander")}
+    if roles == {"node"}:
+        return "node-node"
+    if roles == {"pod"}:
+        return "pod-pod"
+    if roles == {"pod", "node"}:
+        pod, node = (a, b) if a.get("role") == "pod" else (b, a)
+        return "pod-own-node" if pod.get("node") == node.get("name") else "pod-other-node"
+    if "pod" in roles:
+        return "pod-bystander"
+    return "node-bystander"
+
+
+def report_hosts(report: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
+    """name -> host of a report (older reports without ``hosts``: its nodes, as nodes)."""
+    hosts = report.get("hosts")
+    if hosts:
+        return {str(h["name"]): h for h in hosts}
+    return {str(n["name"]): {"name": n["name"], "role": "node"}
+            for n in report.get("nodes", [])}
 
 
 def standalone_policy_status(
@@ -156,8 +221,18 @@ def format_summary(report: Mapping[str, Any]) -> str:
             )
         for error in node.get("errors", []):
             lines.append(f"    error: {error}")
+    pods = report.get("pods") or []
+    if pods:
+        lines.append("")
+        lines.append("Pod hosts (routed through their node, no overlay, no NAT):")
+        for pod in pods:
+            lines.append(f"  {pod['name']} ({pod['address']}) behind {pod['node']}, "
+                         f"pod CIDR {pod.get('podCIDR')}")
     lines.append("")
     lines.append(format_matrix(report.get("traffic", [])))
+    if pods:
+        lines.append("(none: nothing of it crossed the switch; a pod and its own node talk "
+                     "inside the node)")
     lines.append("")
     lines.append(verdict(report))
     shown = format_kubectl(report)
@@ -181,11 +256,13 @@ def format_kubectl(report: Mapping[str, Any]) -> str:
 
 
 def verdict(report: Mapping[str, Any]) -> str:
-    """One line: how node-to-node and bystander traffic went."""
-    nodes = {n["name"] for n in report.get("nodes", [])}
-    rows = report.get("traffic", [])
-    inner = [r for r in rows if r["src"] in nodes and r["dst"] in nodes]
-    outer = [r for r in rows if not (r["src"] in nodes and r["dst"] in nodes)]
+    """How the traffic of each pair class went: node to node and with the bystander (one
+    line), and with pods also pod to pod, pod and its own node, pod and another node, pod and
+    the bystander (then a line each)."""
+    hosts = report_hosts(report)
+    classes: dict[str, list[Mapping[str, Any]]] = {key: [] for key in PAIR_CLASSES}
+    for r in report.get("traffic", []):
+        classes[pair_class(r["src"], r["dst"], hosts)].append(r)
 
     def tally(selected: Sequence[Mapping[str, Any]]) -> str:
         counts: dict[str, int] = {}
@@ -194,9 +271,12 @@ def verdict(report: Mapping[str, Any]) -> str:
             counts[key] = counts.get(key, 0) + 1
         return ", ".join(f"{n} {k}" for k, n in sorted(counts.items())) or "none"
 
-    return (
-        f"Node to node ({len(inner)} directions): {tally(inner)}. "
-        f"With the bystander ({len(outer)} directions): {tally(outer)}."
+    shown = [key for key in PAIR_CLASSES if key in ("node-node", "node-bystander")
+             or classes[key]]
+    # one line without pods; with them, one line per class (six of them)
+    return (" " if len(shown) == 2 else "\n").join(
+        f"{PAIR_CLASSES[key]} ({len(classes[key])} directions): {tally(classes[key])}."
+        for key in shown
     )
 
 
