@@ -319,6 +319,14 @@ RESOURCES: tuple[ResourceInfo, ...] = (
                 "description": "Transport or Tunnel.",
                 "jsonPath": ".spec.mode",
             },
+            {
+                "name": "Max-Packet",
+                "type": "integer",
+                "priority": 1,
+                "description": "The largest packet every node can send through ESP unfragmented "
+                "(the CNI MTU to set in Tunnel mode).",
+                "jsonPath": ".status.summary.maxInnerPacket",
+            },
             _AGE,
         ],
     ),

@@ -1,7 +1,8 @@
-"""Reading manifests: multi-document YAML files and the Secrets inside them.
+"""Reading manifests: multi-document YAML files, the Secrets inside them, the fields of a Node.
 
-Used by ``strongmesh validate`` and by the agent's standalone mode. Duplicate mapping keys are
-rejected (PyYAML would silently keep the last one, hiding a mistake the API server refuses).
+Used by ``strongmesh validate``, by the agent (both modes) and by the operator. Duplicate
+mapping keys are rejected (PyYAML would silently keep the last one, hiding a mistake the API
+server refuses).
 """
 
 from __future__ import annotations
@@ -116,3 +117,10 @@ def find_secret(
         if metadata.get("name") == name and (metadata.get("namespace") or "default") == namespace:
             return doc if isinstance(doc, dict) else dict(doc)
     return None
+
+
+def node_pod_cidrs(node: Mapping[str, Any]) -> list[str]:
+    """A Node's ``spec.podCIDRs`` (``spec.podCIDR`` on a Node written before dual-stack)."""
+    spec = node.get("spec") or {}
+    cidrs = spec.get("podCIDRs") or ([spec["podCIDR"]] if spec.get("podCIDR") else [])
+    return [str(c) for c in cidrs]

@@ -42,6 +42,7 @@ class FakeCharon:
     instance: str = "charon-1"
     conns: dict[str, str | None] = field(default_factory=dict)
     remotes: dict[str, str] = field(default_factory=dict)  # connection -> its peer address
+    children: dict[str, list[str]] = field(default_factory=dict)  # connection -> its children
     cred_certs: set[str] = field(default_factory=set)
     authority_certs: dict[str, str] = field(default_factory=dict)
     keys: set[str] = field(default_factory=set)
@@ -64,6 +65,7 @@ class FakeCharon:
         self.instance = f"charon-{self.restarts + 1}"
         self.conns.clear()
         self.remotes.clear()
+        self.children.clear()
         self.cred_certs.clear()
         self.authority_certs.clear()
         self.keys.clear()
@@ -90,11 +92,12 @@ class FakeCharon:
         return [
             SecurityAssociation(
                 policy=policy_of_conn(name) or "", connection=name, ike_id=str(index),
-                peer=self.remotes.get(name, ""), ike_state="ESTABLISHED",
+                child=child, peer=self.remotes.get(name, ""), ike_state="ESTABLISHED",
                 state="INSTALLED",
             )
             for index, name in enumerate(sorted(self.conns), start=1)
             if PEER_SEPARATOR in name
+            for child in self.children.get(name) or [name]
         ]
 
     def charon_id(self) -> str:
@@ -112,6 +115,7 @@ class FakeCharon:
         for name in plan.unload_conns:
             self.conns.pop(name, None)
             self.remotes.pop(name, None)
+            self.children.pop(name, None)
             self.sas = [sa for sa in self.sas if sa.connection != name]
         self.keys -= set(plan.unload_keys)
         for name in plan.unload_authorities:
@@ -123,14 +127,17 @@ class FakeCharon:
         for name, body in plan.load_conns.items():
             self.conns[name] = plan.fingerprints.get(name)
             self.remotes[name] = str((body.get("remote_addrs") or [""])[0])
+            self.children[name] = list(body.get("children") or {})
             self.cred_certs |= embedded_certs(body)
         self.owned = owned_after(plan, before)
 
-    def initiate(self, connection: str) -> None:
+    def initiate(self, connection: str, child: str | None = None) -> None:
         self._up()
-        if connection not in self.conns:
-            raise CharonRefusedError(f"no config named '{connection}'")
-        self.initiated.append(connection)
+        name = child or connection
+        if connection not in self.conns or name not in (self.children.get(connection) or
+                                                        [connection]):
+            raise CharonRefusedError(f"no config named '{name}'")
+        self.initiated.append(name)
 
     def terminate_ike(self, ike_id: str) -> None:
         self._up()

@@ -2,7 +2,8 @@
 
 The policy file is multi-document YAML with IPsecPolicies and the Secrets they reference (the
 same manifests ``kubectl apply`` takes), and optionally IPsecPeerSlice documents listing each
-policy's peers (without them, every peer is reached through the catch-all trap). Without an API
+policy's peers (without them, every peer is reached through the catch-all trap); a node's own
+entry there gives its pod networks (Tunnel mode) unless ``--pod-cidr`` does. Without an API
 server there is no ``generation`` counter: a policy's generation is its
 ``metadata.generation`` when the file sets one, else 1.
 The file is watched by (inode, mtime, size), so both in-place edits and atomic renames count.
@@ -11,6 +12,7 @@ The file is watched by (inode, mtime, size), so both in-place edits and atomic r
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 from collections.abc import Callable, Mapping
@@ -41,6 +43,10 @@ def inputs_from_documents(
     from controller.validation import validate_policy_body
 
     peers, errors = peers_in_documents(d for d in docs if isinstance(d, dict))
+    if not node.pod_cidrs:  # the file lists every node's pod networks, this node's included
+        own = {c for listed in peers.values() for p in listed if p.node == node.name
+               for c in p.pod_cidrs}
+        node = dataclasses.replace(node, pod_cidrs=tuple(sorted(own)))
     selected: list[PolicyInput] = []
     for index, doc in enumerate(docs):
         if not isinstance(doc, dict) or doc.get("kind") != "IPsecPolicy":

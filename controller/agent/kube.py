@@ -26,6 +26,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from controller.agent.addresses import interface_mtus
 from controller.agent.identity import NodeIdentity
 from controller.agent.interfaces import AgentInputs, InputSource, PolicyInput, Reporter
 from controller.agent.slices import PublishedPolicy, published_policies
@@ -38,6 +39,7 @@ from controller.kubeapi import (
     load_config,
     selector,
 )
+from controller.manifests import node_pod_cidrs
 from controller.models.common import GROUP, VERSION, ObjectMeta
 from controller.models.node import IPsecNodeStatus
 from controller.models.policy import IPsecPolicy
@@ -60,8 +62,9 @@ def slice_view(obj: Mapping[str, Any]) -> Any:
 
 
 def node_view(obj: Mapping[str, Any]) -> Any:
-    """Labels and addresses; not the kubelet's heartbeats and conditions."""
-    return (obj.get("metadata") or {}).get("labels"), (obj.get("status") or {}).get("addresses")
+    """Labels, addresses and pod networks; not the kubelet's heartbeats and conditions."""
+    return ((obj.get("metadata") or {}).get("labels"), (obj.get("status") or {}).get("addresses"),
+            (obj.get("spec") or {}).get("podCIDRs"))
 
 
 def secret_view(obj: Mapping[str, Any]) -> Any:
@@ -69,7 +72,8 @@ def secret_view(obj: Mapping[str, Any]) -> Any:
 
 
 def node_facts(name: str, node: Mapping[str, Any] | None) -> tuple[NodeFacts, dict[str, str]]:
-    """Addresses (InternalIP first, then ExternalIP, no duplicates) and labels of a Node."""
+    """Addresses (InternalIP first, then ExternalIP, no duplicates), pod networks and labels
+    of a Node."""
     if node is None:
         return NodeFacts(name=name, addresses=()), {}
     entries = (node.get("status") or {}).get("addresses") or []
@@ -79,7 +83,9 @@ def node_facts(name: str, node: Mapping[str, Any] | None) -> tuple[NodeFacts, di
         if entry.get("type") in order and entry.get("address") not in addresses:
             addresses.append(entry["address"])
     labels = dict((node.get("metadata") or {}).get("labels") or {})
-    return NodeFacts(name=name, addresses=tuple(addresses)), labels
+    pod_cidrs = tuple(node_pod_cidrs(node))
+    return NodeFacts(name=name, addresses=tuple(addresses), pod_cidrs=pod_cidrs), labels
+
 
 
 def secret_text(secret: Mapping[str, Any]) -> dict[str, str]:
@@ -238,6 +244,7 @@ class KubeInputSource:
         self.start()
         await self._settle()
         node, labels = node_facts(self.node_name, self._node.items.get(self.node_name))
+        node = dataclasses.replace(node, mtus=interface_mtus(node.addresses))
         errors: list[str] = []
         if not self._slices.synced or not self._node.synced:
             errors.append(

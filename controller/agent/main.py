@@ -28,13 +28,16 @@ def parse_labels(items: list[str]) -> dict[str, str]:
 
 
 def standalone_io(args: argparse.Namespace) -> tuple[InputSource, Reporter]:
-    from controller.agent.addresses import global_addresses
+    from controller.agent.addresses import global_addresses, interface_mtus
     from controller.agent.files import FileInputSource, FileReporter, LogReporter
 
     fixed = tuple(args.address)
+    pod_cidrs = tuple(args.pod_cidr)
 
     def node() -> NodeFacts:
-        return NodeFacts(name=args.node, addresses=fixed or global_addresses())
+        addresses = fixed or global_addresses()
+        return NodeFacts(name=args.node, addresses=addresses, pod_cidrs=pod_cidrs,
+                         mtus=interface_mtus(addresses))
 
     source = FileInputSource(args.policy_file, node, parse_labels(args.label))
     reporter: Reporter = (

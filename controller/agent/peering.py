@@ -4,8 +4,9 @@ Both ends of a pair used to trap the same first packet and initiate at once, whi
 IKE_SAs and two CHILD_SAs per pair. Now every known peer gets a connection of its own, and only
 the end with the lower address initiates it, right after loading it and without waiting for
 traffic; the other end only answers (but after its own charon restarted, a node initiates every
-link it lost, since its peers still believe in their halves). The agent re-initiates with a back-off while the SA is
-missing (the peer may not have loaded its side yet: charon does not retry a refused exchange).
+link it lost, since its peers still believe in their halves). The agent re-initiates with a
+back-off while an SA is missing (the peer may not have loaded its side yet: charon does not
+retry a refused exchange); in Tunnel mode each child of a link (transport, pods) on its own.
 
 Two kinds of SAs are removed: a second IKE_SA of one per-peer connection that survived two
 passes (a rekey briefly has two, a restart of the peer's charon can leave a stale one; both
@@ -43,12 +44,27 @@ class Attempts:
 
 @dataclass(frozen=True)
 class InitiationPlan:
-    initiate: tuple[str, ...] = ()  # connection names
-    attempts: Mapping[str, Attempts] = field(default_factory=dict)
+    initiate: tuple[tuple[str, str], ...] = ()  # (connection, child)
+    attempts: Mapping[str, Attempts] = field(default_factory=dict)  # by child
 
 
-def installed(sas: Iterable[SecurityAssociation], connection: str) -> bool:
-    return any(sa.connection == connection and sa.state == "INSTALLED" for sa in sas)
+def child_installed(sas: Iterable[SecurityAssociation], connection: str, child: str) -> bool:
+    return any(
+        sa.connection == connection and (sa.child or sa.connection) == child
+        and sa.state == "INSTALLED" for sa in sas
+    )
+
+
+def installed(sas: Iterable[SecurityAssociation], connection: str,
+              children: Iterable[str] = ()) -> bool:
+    """Every child of the connection (default: its transport child) has an installed SA."""
+    wanted = tuple(children) or (connection,)
+    records = list(sas)
+    return all(child_installed(records, connection, child) for child in wanted)
+
+
+def link_installed(sas: Iterable[SecurityAssociation], link: PeerLink) -> bool:
+    return installed(sas, link.connection, link.all_children)
 
 
 def negotiating(sas: Iterable[SecurityAssociation], connection: str) -> bool:
@@ -73,20 +89,22 @@ def plan_initiations(
     hold their halves (they would only notice at the next dead-peer check): it initiates every
     missing link itself, whichever address is lower; the peer then holds two IKE_SAs for a
     moment and closes the older one."""
-    initiate: list[str] = []
+    initiate: list[tuple[str, str]] = []
     after: dict[str, Attempts] = {}
     for link in links:
-        if installed(sas, link.connection):
-            continue  # an installed SA resets the back-off
         if not every_link and not initiates(link.local, link.address):
             continue  # responders wait
-        previous = attempts.get(link.connection, Attempts())
-        if negotiating(sas, link.connection) or now < previous.next_at:
-            after[link.connection] = previous
-            continue
-        delay = min(BACKOFF_FIRST * 2 ** previous.count, BACKOFF_MAX)
-        after[link.connection] = Attempts(count=previous.count + 1, next_at=now + delay)
-        initiate.append(link.connection)
+        busy = negotiating(sas, link.connection)
+        for child in link.all_children:
+            if child_installed(sas, link.connection, child):
+                continue  # an installed SA resets the back-off
+            previous = attempts.get(child, Attempts())
+            if busy or now < previous.next_at:
+                after[child] = previous
+                continue
+            delay = min(BACKOFF_FIRST * 2 ** previous.count, BACKOFF_MAX)
+            after[child] = Attempts(count=previous.count + 1, next_at=now + delay)
+            initiate.append((link.connection, child))
     return InitiationPlan(initiate=tuple(initiate), attempts=after)
 
 

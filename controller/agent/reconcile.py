@@ -21,19 +21,26 @@ from controller.agent.interfaces import AgentInputs
 from controller.agent.peering import (
     Attempts,
     TerminationGate,
-    installed,
+    link_installed,
     plan_initiations,
     unwanted_ike_sas,
 )
 from controller.agent.state import CredentialCheck, GoodPolicy, Resolution, resolve
-from controller.dataplane import NodeCredentials, NodeFacts, node_address_for, reqid_for
+from controller.dataplane import (
+    NodeCredentials,
+    NodeFacts,
+    node_address_for,
+    pod_space,
+    reqid_for,
+)
 from controller.models.node import (
     CertificateInfo,
     EnforcedPolicy,
     IPsecNodeStatus,
     SecurityAssociation,
 )
-from controller.models.policy import CertificateExpiry
+from controller.models.policy import CertificateExpiry, IPsecPolicySpec
+from controller.mtu import mtu_facts
 from controller.strongswan import (
     ActualCharon,
     CharonPlan,
@@ -64,7 +71,7 @@ class CharonPort(Protocol):
     def read_actual(self) -> ActualCharon: ...
     def apply(self, plan: CharonPlan) -> None: ...
     def list_sas(self) -> list[SecurityAssociation]: ...
-    def initiate(self, connection: str) -> None: ...
+    def initiate(self, connection: str, child: str | None = None) -> None: ...
     def terminate_ike(self, ike_id: str) -> None: ...
     def charon_id(self) -> str: ...
     def close(self) -> None: ...
@@ -88,50 +95,67 @@ class DesiredNode:
     charon: DesiredCharon
     xfrm: frozenset[XfrmPolicy]
     acq_expires: int | None
-    reqids: Mapping[str, tuple[int, int]]
+    reqids: Mapping[str, tuple[int, int, int]]
     identity: str
     problems: Mapping[str, str] = field(default_factory=dict)
 
 
 PEERS_SUFFIX = "#peers"  # never part of a policy name
+TUNNELS_SUFFIX = "#tunnels"
 # after charon restarted, this node initiates every link it lost for this long (its peers'
 # halves are stale; they would notice only at their next dead-peer check)
 RESTART_WINDOW_SECONDS = 60.0
 
 
-def assign_reqids(names: Sequence[str]) -> dict[str, tuple[int, int]]:
-    """Per policy (catch-all reqid, per-peer reqid), assigned in name order so every pass (and
-    restart) agrees."""
+def assign_reqids(names: Sequence[str]) -> dict[str, tuple[int, int, int]]:
+    """Per policy (catch-all, per-peer transport, per-peer pod tunnel) reqids, assigned in name
+    order so every pass (and restart) agrees."""
     taken: list[int] = []
     result = {}
     for name in sorted(names):
-        pair = []
-        for key in (name, name + PEERS_SUFFIX):
+        three = []
+        for key in (name, name + PEERS_SUFFIX, name + TUNNELS_SUFFIX):
             reqid = reqid_for(key, taken)
             taken.append(reqid)
-            pair.append(reqid)
-        result[name] = (pair[0], pair[1])
+            three.append(reqid)
+        result[name] = (three[0], three[1], three[2])
     return result
 
 
 def desired_state(enforce: Sequence[GoodPolicy], node: NodeFacts) -> DesiredNode:
     """The desired charon and kernel state of the node. Pure."""
     reqids = assign_reqids([g.name for g in enforce])
-    charon = render_charon(
-        [CharonPolicy(g.policy, g.credentials, *reqids[g.name], g.peers) for g in enforce], node
-    )
+    spaces = {g.name: pod_space(g.policy.spec, [*node.pod_cidrs, *(c for p in g.peers
+                                                                  for c in p.pod_cidrs)],
+                                [*node.addresses, *(p.address for p in g.peers)])
+              for g in enforce}
+    charon = render_charon([
+        CharonPolicy(g.policy, g.credentials, reqid=catchall, peer_reqid=per_peer,
+                     peers=g.peers, tunnel_reqid=tunnel, pod_space=spaces[g.name])
+        for g in enforce for catchall, per_peer, tunnel in [reqids[g.name]]
+    ], node)
     problems = dict(charon.problems)
     peers: dict[str, list[str]] = {}
+    # policy -> (peer address, its pod CIDRs) for every peer with a pod tunnel
+    tunnels: dict[str, list[tuple[str, tuple[str, ...]]]] = {}
+    link_pods: dict[str, tuple[str, ...]] = {}  # policy -> this node's pods in its tunnels
     for link in charon.links:
         peers.setdefault(link.policy, []).append(link.address)
+        if link.pods:
+            tunnels.setdefault(link.policy, []).append((link.address, link.pods.remote))
+            link_pods[link.policy] = link.pods.local
     by_address: dict[str, list[ProtectEntry]] = {}
     for g in enforce:
         if g.name in problems:
             continue
         address = node_address_for(g.policy.spec, node)
         if address is not None:
+            catchall, per_peer, tunnel = reqids[g.name]
+            peer_pods = tuple(tunnels.get(g.name, ()))
             by_address.setdefault(address, []).append(ProtectEntry(
-                g.policy.spec, *reqids[g.name], peers=tuple(peers.get(g.name, ())),
+                g.policy.spec, catchall, per_peer, peers=tuple(peers.get(g.name, ())),
+                tunnel_reqid=tunnel, local_pods=link_pods.get(g.name, ()),
+                peer_pods=peer_pods, pod_space=spaces[g.name],
             ))
     policies: set[XfrmPolicy] = set()
     for address, entries in by_address.items():
@@ -238,8 +262,12 @@ class Reconciler:
 
         certificates = {g.name: certificate_info(g.credentials.cert_pem)
                         for g in resolution.enforce}
+        specs = {g.name: g.policy.spec for g in resolution.enforce}
+        mtus = dict(inputs.node.mtus)
         policies = [
-            _with_peers(p, desired, sas, certificates.get(p.name))
+            _with_peers(p, desired, sas, certificates.get(p.name),
+                        _mtu_fields(specs.get(p.name), desired.charon.addresses.get(p.name, ""),
+                                    mtus))
             if p.name not in desired.problems
             else p.model_copy(update={"enforcing": False, "message": desired.problems[p.name]})
             for p in resolution.policies
@@ -320,12 +348,12 @@ class Reconciler:
                          and now - self._restarted_at < RESTART_WINDOW_SECONDS)
         plan = plan_initiations(links, sas, self._attempts, now, every_link=after_restart)
         self._attempts = plan.attempts
-        for connection in plan.initiate:
-            log.info("initiating %s", connection)
+        for connection, child in plan.initiate:
+            log.info("initiating %s", child)
             try:
-                charon.initiate(connection)
+                charon.initiate(connection, child)
             except Exception as exc:  # refused now; the back-off retries it
-                log.warning("initiating %s failed: %s", connection, exc)
+                log.warning("initiating %s failed: %s", child, exc)
         catchall = {conn_name(name): name for name in desired.charon.addresses}
         for ike_id in sorted(self._termination.confirm(unwanted_ike_sas(sas, links, catchall))):
             log.info("closing IKE_SA #%s: a duplicate, or superseded by a per-peer connection",
@@ -340,9 +368,9 @@ class Reconciler:
     ) -> float | None:
         """When the loop should come back for an initiation that is due later."""
         waiting = [
-            self._attempts[link.connection].next_at
-            for link in desired.charon.links
-            if link.connection in self._attempts and not installed(sas, link.connection)
+            self._attempts[child].next_at
+            for link in desired.charon.links if not link_installed(sas, link)
+            for child in link.all_children if child in self._attempts
         ]
         return max(0.0, min(waiting) - self._clock()) if waiting else None
 
@@ -369,19 +397,37 @@ class Reconciler:
 
 def _with_peers(
     entry: EnforcedPolicy, desired: DesiredNode, sas: Sequence[SecurityAssociation],
-    certificate: CertificateInfo | None,
+    certificate: CertificateInfo | None, mtu: Mapping[str, int] | None = None,
 ) -> EnforcedPolicy:
-    """The policy's status row with its address, how many expected peers have an SA, and
-    the certificate the node authenticates with."""
+    """The policy's status row with its address, how many expected peers have an SA, the
+    certificate the node authenticates with, and what ESP leaves of the interface MTU."""
     links = [link for link in desired.charon.links if link.policy == entry.name]
-    missing = sorted(link.peer for link in links if not installed(sas, link.connection))
+    missing = sorted(link.peer for link in links if not link_installed(sas, link))
     return entry.model_copy(update={
         "address": desired.charon.addresses.get(entry.name, ""),
         "expected_peers": len(links),
         "established_peers": len(links) - len(missing),
         "missing_peers": missing,
         "certificate": certificate,
+        **(mtu or {}),
     })
+
+
+def _mtu_fields(spec: IPsecPolicySpec | None, address: str,
+                mtus: Mapping[str, int]) -> dict[str, int]:
+    """The status's MTU fields for a policy protecting ``address`` (none when its interface's
+    MTU is unknown; no sizes when a proposal cannot be sized). Without forced UDP
+    encapsulation this assumes no NAT between nodes (NAT adds 8 bytes)."""
+    interface_mtu = mtus.get(address)
+    if spec is None or interface_mtu is None:
+        return {}
+    try:
+        facts = mtu_facts(interface_mtu, tuple(spec.esp.proposals), spec.mode == "Tunnel",
+                          6 if ":" in address else 4, spec.force_udp_encapsulation)
+    except ValueError:
+        return {"interface_mtu": interface_mtu}
+    return {"interface_mtu": interface_mtu, "esp_overhead": facts.overhead,
+            "max_inner_packet": facts.max_inner}
 
 
 @functools.lru_cache(maxsize=32)

@@ -32,6 +32,10 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--address", action="append", default=[], metavar="IP",
                    help="standalone mode: this node's address (repeat; default: every global "
                    "address of the network namespace, read at each pass)")
+    p.add_argument("--pod-cidr", action="append", default=[], metavar="CIDR",
+                   help="standalone mode: a pod network this node routes (repeat); a Tunnel "
+                   "mode policy carries it to peers inside ESP (in a cluster: the Node's "
+                   "spec.podCIDRs)")
     p.add_argument("--label", action="append", default=[], metavar="KEY=VALUE",
                    help="standalone mode: a node label for nodeSelectors (repeat)")
     p.add_argument("--vici", default=DEFAULT_VICI, metavar="URI",

@@ -63,6 +63,20 @@ class EnforcedPolicy(ApiModel):
     certificate: CertificateInfo | None = Field(
         default=None, description="The certificate the node uses for this policy."
     )
+    interface_mtu: int | None = Field(
+        default=None, alias="interfaceMTU",
+        description="MTU of the interface of the protected address.",
+    )
+    esp_overhead: int | None = Field(
+        default=None,
+        description="Bytes ESP adds to a full-size packet, for the worst of the policy's ESP "
+        "proposals in its mode (tunnel mode: the outer IP header included).",
+    )
+    max_inner_packet: int | None = Field(
+        default=None,
+        description="The largest inner packet whose ESP packet fits the interface MTU: the "
+        "MTU to give pod interfaces (the CNI MTU) in Tunnel mode.",
+    )
 
 
 class SecurityAssociation(ApiModel):
@@ -73,6 +87,9 @@ class SecurityAssociation(ApiModel):
         default="", description="charon connection: one per peer, or the policy's catch-all."
     )
     ike_id: str = Field(default="", description="charon's unique id of the IKE_SA.")
+    child: str = Field(
+        default="", description="charon child: the peer's transport one, or its pods' tunnel."
+    )
     peer: str = Field(description="Peer address.")
     peer_identity: str = Field(default="", description="Peer's IKE identity.")
     ike_state: str = Field(default="", description="IKE_SA state, e.g. ESTABLISHED.")

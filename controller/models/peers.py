@@ -33,6 +33,12 @@ class Peer(ApiModel):
     node: str = Field(description="Node name.")
     address: str = Field(description="The node's address inside the policy's ipsecSubnets.")
     identity: str = Field(default="", description="The node's IKE identity (certificate subject).")
+    pod_cidrs: list[str] = Field(
+        default_factory=list,
+        alias="podCIDRs",
+        description="Tunnel mode: the node's pod CIDRs (Node spec.podCIDRs), protected between "
+        "nodes by tunnel-mode SAs.",
+    )
 
 
 class IPsecPeerSliceSpec(ApiModel):

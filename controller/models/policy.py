@@ -189,6 +189,11 @@ class PolicySummary(ApiModel):
     established_sas: int = Field(
         default=0, alias="establishedSAs", description="Established CHILD_SAs on all nodes."
     )
+    max_inner_packet: int | None = Field(
+        default=None,
+        description="The smallest maxInnerPacket any node reports: the largest packet every "
+        "node can send through ESP without fragmentation (the CNI MTU to set in Tunnel mode).",
+    )
 
 
 class PolicyNodeStatus(ApiModel):
@@ -206,6 +211,9 @@ class PolicyNodeStatus(ApiModel):
     expected_peers: int = Field(default=0, description="Peers the node should hold an SA with.")
     established_peers: int = Field(
         default=0, description="Of those, peers with an installed CHILD_SA."
+    )
+    max_inner_packet: int | None = Field(
+        default=None, description="Largest inner packet that fits the node's interface MTU."
     )
     last_change: str | None = Field(
         default=None,

@@ -31,9 +31,10 @@ def policy_peers(
     selector: LabelSelector,
     node_labels: Mapping[str, Mapping[str, str]],
     ipsec_nodes: Mapping[str, IPsecNode],
+    pod_cidrs: Mapping[str, Sequence[str]] | None = None,
 ) -> list[Peer]:
     """The peers of ``policy``: selected, existing Nodes whose agent protects an address for
-    it. In node name order."""
+    it, with their pod networks (``pod_cidrs``: Node spec.podCIDRs). In node name order."""
     peers = []
     for name in sorted(ipsec_nodes):
         labels = node_labels.get(name)
@@ -47,7 +48,8 @@ def policy_peers(
         )
         if entry is not None:
             peers.append(Peer(node=name, address=entry.address,
-                              identity=ipsec_node.spec.identity))
+                              identity=ipsec_node.spec.identity,
+                              pod_cidrs=list((pod_cidrs or {}).get(name, ()))))
     return peers
 
 

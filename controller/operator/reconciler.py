@@ -410,7 +410,8 @@ class Reconciler:
                 trust, signer = "".join(issuer.bundle_pems), fingerprint(issuer.cert_pem)
             elif published is not None:
                 trust, signer = published.trust_bundle, published.signer
-        peers = policy_peers(name, valid.node_selector, self.state.nodes, self.state.ipsec_nodes)
+        peers = policy_peers(name, valid.node_selector, self.state.nodes, self.state.ipsec_nodes,
+                             self.state.pod_cidrs)
         plan = plan_slices(name, generation, valid, deleting, peers, existing,
                            trust_bundle=trust, signer=signer)
         await self._write_slices(plan, body)

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from controller.manifests import node_pod_cidrs
 from controller.models.common import LabelSelector
 from controller.models.node import IPsecNode
 from controller.models.peers import IPsecPeerSlice, IPsecPeerSliceSpec
@@ -46,6 +47,8 @@ def secret_ref(body: Mapping[str, Any]) -> SecretKey | None:
 class ClusterState:
     policies: dict[str, dict[str, Any]] = field(default_factory=dict)
     nodes: dict[str, dict[str, str]] = field(default_factory=dict)
+    # Node spec.podCIDRs (Tunnel mode's peers carry them); only nodes that have some.
+    pod_cidrs: dict[str, tuple[str, ...]] = field(default_factory=dict)
     ipsec_nodes: dict[str, IPsecNode] = field(default_factory=dict)
     # Referenced Secrets only; None = looked up and not found.
     secrets: dict[SecretKey, dict[str, Any] | None] = field(default_factory=dict)
@@ -91,12 +94,14 @@ class ClusterState:
     def apply_node(self, kind: str | None, body: Mapping[str, Any]) -> set[str]:
         name = body["metadata"]["name"]
         labels = dict(body["metadata"].get("labels") or {})
-        before = self.nodes.get(name)
-        if kind == "DELETED":
-            self.nodes.pop(name, None)
-        else:
+        before = self.nodes.get(name), self.pod_cidrs.get(name)
+        self.nodes.pop(name, None)
+        self.pod_cidrs.pop(name, None)
+        if kind != "DELETED":
             self.nodes[name] = labels
-        if before == self.nodes.get(name):
+            if cidrs := tuple(node_pod_cidrs(body)):
+                self.pod_cidrs[name] = cidrs
+        if before == (self.nodes.get(name), self.pod_cidrs.get(name)):
             return set()  # a status heartbeat of the kubelet: nothing for us
         return set(self.policies)
 

@@ -113,6 +113,7 @@ def node_row(
         expected_peers=max(entry.expected_peers if entry else 0,
                            len(set(policy.peers) - {name}) if name in policy.peers else 0),
         established_peers=entry.established_peers if entry else 0,
+        max_inner_packet=entry.max_inner_packet if entry else None,
         last_change=None,
         message=message,
     )
@@ -175,11 +176,13 @@ def compute_status(
         for name in selected
     ]
     ready_rows = [row for row in rows if row.enforcing]
+    sizes = [row.max_inner_packet for row in rows if row.max_inner_packet is not None]
     summary = PolicySummary(
         selected_nodes=len(rows),
         ready_nodes=len(ready_rows),
         ready=f"{len(ready_rows)}/{len(rows)}",
         established_sas=sum(row.established_sas for row in rows),
+        max_inner_packet=min(sizes, default=None),
     )
 
     def cond(type_: str, status: ConditionStatus, reason: str, message: str) -> Condition:

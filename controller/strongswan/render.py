@@ -35,7 +35,7 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from controller.dataplane import NodeCredentials, NodeFacts, node_address_for
+from controller.dataplane import NodeCredentials, NodeFacts, node_address_for, pods_in_scope
 from controller.models.common import duration_seconds
 from controller.models.peers import Peer
 from controller.models.policy import IPsecPolicy, IPsecPolicySpec
@@ -46,6 +46,9 @@ CERT_PREFIX = "sm-cert-"
 AUTHORITY_PREFIX = "sm-ca-"
 
 
+POD_CHILD_SUFFIX = "~pods"  # the pod tunnel child of a per-peer connection
+
+
 @dataclass(frozen=True)
 class PeerLink:
     """One per-peer connection the node holds for a policy."""
@@ -54,7 +57,23 @@ class PeerLink:
     peer: str  # node name
     address: str  # the peer's address
     local: str  # this node's address
-    connection: str  # charon connection (and child) name
+    connection: str  # charon connection name (and of its transport child)
+    pods: PodTunnel | None = None  # Tunnel mode: the pod networks its second child carries
+
+    @property
+    def all_children(self) -> tuple[str, ...]:
+        """The transport child, and the pod tunnel child in Tunnel mode."""
+        if self.pods is None:
+            return (self.connection,)
+        return (self.connection, self.connection + POD_CHILD_SUFFIX)
+
+
+@dataclass(frozen=True)
+class PodTunnel:
+    """Tunnel mode: the pod networks a link's tunnel child protects (both in scope)."""
+
+    local: tuple[str, ...]  # this node's
+    remote: tuple[str, ...]  # the peer's
 
 
 @dataclass(frozen=True)
@@ -66,6 +85,8 @@ class CharonPolicy:
     reqid: int  # the catch-all's: ACQUIREs of the subnet-wide kernel policies
     peer_reqid: int = 0  # the per-peer children's (0: none rendered)
     peers: tuple[Peer, ...] = ()
+    tunnel_reqid: int = 0  # Tunnel mode: the per-peer pod children's
+    pod_space: tuple[str, ...] = ()  # Tunnel mode: ipsecSubnets of pods (``pod_space``)
 
 
 @dataclass(frozen=True)
@@ -207,14 +228,18 @@ class _Template:
     cert: bytes
     cas: tuple[bytes, ...]
     reqid: int
+    tunnel_reqid: int = 0  # Tunnel mode: the pod child's
+    local_pods: tuple[str, ...] = ()  # Tunnel mode: this node's pod CIDRs
 
 
 def _template(spec: IPsecPolicySpec, address: str, cert: bytes, cas: Sequence[bytes],
-              reqid: int) -> _Template:
+              reqid: int, tunnel_reqid: int = 0, local_pods: Sequence[str] = (),
+              pod_space: Sequence[str] = ()) -> _Template:
+    subnets = (str(ipaddress.ip_network(s, strict=False)) for s in spec.ipsec_subnets)
     return _Template(
         version=str(spec.ike.version),
         address=address,
-        subnets=tuple(str(ipaddress.ip_network(s, strict=False)) for s in spec.ipsec_subnets),
+        subnets=tuple(s for s in subnets if s not in pod_space),  # no IKE peer lives there
         ike_proposals=tuple(proposals(spec.ike.proposals)),
         esp_proposals=tuple(proposals(spec.esp.proposals)),
         ike_rekey=_seconds(spec.ike.rekey_time),
@@ -225,6 +250,8 @@ def _template(spec: IPsecPolicySpec, address: str, cert: bytes, cas: Sequence[by
         cert=cert,
         cas=tuple(cas),
         reqid=reqid,
+        tunnel_reqid=tunnel_reqid,
+        local_pods=tuple(local_pods),
     )
 
 
@@ -274,13 +301,14 @@ def remote_ranges(subnets: Sequence[str], excluded: Sequence[str]) -> list[str]:
 @functools.lru_cache(maxsize=16384)
 def _connection(
     template: _Template, name: str, peer: str | None, peer_id: str = "",
-    excluded: tuple[str, ...] = (),
+    excluded: tuple[str, ...] = (), peer_pods: tuple[str, ...] = (),
 ) -> tuple[dict[str, Any], str]:
     """A connection's body and fingerprint, computed once per distinct input: an agent with a
     thousand peers re-renders them on every pass, nearly always to the same result. Callers
     must not change the body (it is shared with later passes). ``peer_id``: the identity the
     peer must prove (its certificate subject); ``excluded``: known peers' addresses the
-    catch-all must not answer."""
+    catch-all must not answer; ``peer_pods``: Tunnel mode, the peer's pod CIDRs, protected
+    with this node's by a second, tunnel-mode child between the two node addresses."""
     if peer is None:
         remote = list(template.subnets)
         remote_addrs = remote_ranges(template.subnets, excluded) if excluded else remote
@@ -300,6 +328,12 @@ def _connection(
         "local_ts": [_host_prefix(template.address)],
         "remote_ts": remote,
     }
+    children: dict[str, Any] = {name: child}
+    if peer_pods and template.local_pods:
+        children[name + POD_CHILD_SUFFIX] = {
+            **child, "mode": "tunnel", "reqid": str(template.tunnel_reqid),
+            "local_ts": list(template.local_pods), "remote_ts": list(peer_pods),
+        }
     body = {
         "version": template.version,
         "local_addrs": [template.address],
@@ -317,7 +351,7 @@ def _connection(
         "send_cert": "always",
         "local": {"auth": "pubkey", "certs": [template.cert]},
         "remote": {"auth": "pubkey", "id": peer_id or "%any", "cacerts": list(template.cas)},
-        "children": {name: child},
+        "children": children,
     }
     from controller.strongswan.diff import conn_fingerprint  # diff imports this module
 
@@ -343,9 +377,6 @@ def render_charon(policies: Sequence[CharonPolicy], node: NodeFacts) -> DesiredC
     for item in sorted(policies, key=lambda item: item.policy.metadata.name):
         pname = item.policy.metadata.name
         spec = item.policy.spec
-        if spec.mode != "Transport":
-            problems[pname] = f"mode {spec.mode} is not supported yet (Transport only)"
-            continue
         address = node_address_for(spec, node)
         if address is None:
             problems[pname] = f"node {node.name} has no address inside ipsecSubnets"
@@ -358,17 +389,24 @@ def render_charon(policies: Sequence[CharonPolicy], node: NodeFacts) -> DesiredC
         addresses[pname] = address
         known: list[str] = []
         if item.peer_reqid:
-            per_peer = _template(spec, address, parsed.cert, parsed.cas, item.peer_reqid)
+            tunnel = spec.mode == "Tunnel" and bool(item.tunnel_reqid)
+            version = _version(address)
+            local_pods = pods_in_scope(spec, node.pod_cidrs, version) if tunnel else ()
+            per_peer = _template(spec, address, parsed.cert, parsed.cas, item.peer_reqid,
+                                 item.tunnel_reqid, local_pods)
             for peer in sorted(item.peers, key=lambda p: p.node):
                 if not _peer_usable(address, peer, node.name):
                     continue
                 name = conn_name(pname, peer.node)
+                peer_pods = pods_in_scope(spec, peer.pod_cidrs, version) if local_pods else ()
                 connections[name], fingerprints[name] = _connection(
-                    per_peer, name, peer.address, peer.identity)
-                links.append(PeerLink(pname, peer.node, peer.address, address, name))
+                    per_peer, name, peer.address, peer.identity, peer_pods=peer_pods)
+                pods = PodTunnel(local_pods, peer_pods) if peer_pods else None
+                links.append(PeerLink(pname, peer.node, peer.address, address, name, pods))
                 known.append(peer.address)
         name = conn_name(pname)
-        catchall = _template(spec, address, parsed.cert, parsed.cas, item.reqid)
+        catchall = _template(spec, address, parsed.cert, parsed.cas, item.reqid,
+                             pod_space=item.pod_space)
         connections[name], fingerprints[name] = _connection(
             catchall, name, None, excluded=tuple(sorted({address, *known})) if known else ())
         for der in (parsed.cert, *parsed.chain):

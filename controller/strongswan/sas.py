@@ -74,6 +74,7 @@ def _record(
     protocol = _text(child, "protocol") or "ESP"
     return SecurityAssociation(
         **{**common, "encapsulated": _text(child, "encap") == "yes"},
+        child=_text(child, "name"),
         state=_text(child, "state"),
         protocol="AH" if protocol == "AH" else "ESP",
         mode=_text(child, "mode") or "TRANSPORT",

@@ -255,15 +255,16 @@ class Charon:
 
     # -- writing ----------------------------------------------------------------------------
 
-    def initiate(self, connection: str) -> None:
-        """Start negotiating the connection's CHILD_SA (and IKE_SA) without waiting for it:
-        the outcome shows in ``list_sas`` and in charon's events."""
+    def initiate(self, connection: str, child: str | None = None) -> None:
+        """Start negotiating a CHILD_SA of the connection (its IKE_SA first, unless it has one)
+        without waiting for it: the outcome shows in ``list_sas`` and in charon's events."""
+        name = child or connection
 
         def start(session: Any) -> None:
-            for _ in session.initiate({"child": connection, "ike": connection, "timeout": "-1"}):
+            for _ in session.initiate({"child": name, "ike": connection, "timeout": "-1"}):
                 pass
 
-        self._call(f"initiate {connection}", start)
+        self._call(f"initiate {name}", start)
 
     def terminate_ike(self, ike_id: str) -> None:
         """Close one IKE_SA (with its CHILD_SAs) without waiting for the peer's answer."""

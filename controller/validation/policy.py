@@ -16,8 +16,8 @@ from typing import Any
 from pydantic import ValidationError
 
 from controller.models.common import API_VERSION
-from controller.models.policy import KIND, IPsecPolicy, IPsecPolicyStatus
-from controller.validation.findings import Finding, error, join_path
+from controller.models.policy import DEFAULT_ESP_PROPOSALS, KIND, IPsecPolicy, IPsecPolicyStatus
+from controller.validation.findings import Finding, error, info, join_path
 from controller.validation.proposals import check_proposals
 from controller.validation.subnets import check_subnets
 
@@ -63,6 +63,22 @@ def _translate(exc: ValidationError) -> list[Finding]:
     return findings
 
 
+def _mtu_advice(proposals: list[Any], udp: bool) -> list[Finding]:
+    """Tunnel mode carries whole pod packets inside ESP: the CNI MTU must leave room for it."""
+    from controller.mtu import mtu_facts
+
+    try:
+        rows = [(mtu, mtu_facts(mtu, [str(p) for p in proposals], True, 4, udp))
+                for mtu in (1500, 1460, 1400, 9001)]
+    except ValueError:
+        return []
+    advice = ", ".join(f"{facts.max_inner} on a {mtu} interface" for mtu, facts in rows)
+    return [info("spec.mode", f"Tunnel mode adds up to {rows[0][1].overhead} bytes to each pod "
+                 f"packet (IPv4{', UDP-encapsulated' if udp else ''}, worst of the ESP "
+                 f"proposals): set the pod network's (CNI) MTU to at most {advice}; each "
+                 "IPsecNode reports the figure for its own interface", "policy.tunnel-mtu")]
+
+
 def _get(body: object, *keys: str) -> object:
     for key in keys:
         if not isinstance(body, Mapping):
@@ -96,9 +112,17 @@ def _semantic(body: Mapping[str, Any], failed: Sequence[str]) -> list[Finding]:
         if isinstance(proposals, list) and not _covered(path, failed):
             findings += check_proposals(proposals, protocol, path)
 
-    if spec.get("mode") == "Tunnel":
-        findings.append(error("spec.mode", "Tunnel mode is not supported yet (it comes with a "
-                              "later release); use Transport", "policy.tunnel-unsupported"))
+    esp = _get(spec, "esp", "proposals")
+    esp = list(DEFAULT_ESP_PROPOSALS) if esp is None else esp
+    if spec.get("mode") == "Tunnel" and isinstance(esp, list) and not _covered(
+            "spec.esp.proposals", failed):
+        findings += _mtu_advice(esp, bool(spec.get("forceUdpEncapsulation")))
+        findings.append(info(
+            "spec.ipsecSubnets", "Tunnel mode protects the nodes' pod CIDRs (Node "
+            "spec.podCIDRs) that lie inside ipsecSubnets: list the cluster's pod network "
+            "there as its own entry (e.g. 10.244.0.0/16), apart from the node network, so that "
+            "Required also keeps pods from reaching nodes not yet peered in the clear",
+            "policy.tunnel-pods"))
 
     expiry = spec.get("certificateExpiry")
     if isinstance(expiry, Mapping) and not _covered("spec.certificateExpiry", failed):

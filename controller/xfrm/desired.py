@@ -11,7 +11,17 @@ For every known peer Q of P (its own charon connection, reqid R' shared by P's p
 which outrank the subnet-wide pair (more specific, see below), so the peer's traffic uses the
 per-peer SA and its ACQUIREs point at R', which no trap answers: no peer's first packet makes
 this node initiate (the lower address of the pair does that, proactively).
-For every noIpsecSubnet N: bypass (action allow, no template) out A->N and in N->A; plus A<->A
+In Tunnel mode, for every pod CIDR P of the node and C of a peer Q (reqid R''), the pods'
+traffic is forwarded through tunnel-mode SAs between the node addresses:
+  protect  out  src P dst C        tmpl esp tunnel src A dst Q reqid R'' level L
+  protect  fwd  src C dst P        tmpl esp tunnel src Q dst A (decrypted, forwarded to the pod)
+(pods are routed through the node, never its local addresses: no ``in`` policy). The "pod
+space" (ipsecSubnets that hold pod CIDRs and no node, ``controller.dataplane.pod_space``) gets
+no host-to-host pair: no IKE peer lives there. In Required the node's pods never reach it in
+the clear, a peer not known yet included: P<->pod space is blocked (out and fwd) below every
+tunnel, and P<->P' (the node's own pods) bypassed: that traffic never leaves the node.
+For every noIpsecSubnet N: bypass (action allow, no template) out A->N and in N->A (Tunnel
+mode: out P->N and fwd N->P as well); plus A<->A
 (and the node's other local addresses) so that the node's own traffic never needs an SA, and for
 IPv6 neighbour discovery, which must work before any SA can exist.
 
@@ -32,6 +42,7 @@ from controller.dataplane import BYPASS_BASE, PROTECT_BASE
 from controller.models.policy import IPsecPolicySpec
 from controller.xfrm.model import (
     IPPROTO_ICMPV6,
+    Action,
     Level,
     PolicyKey,
     PortMatch,
@@ -53,6 +64,12 @@ class ProtectEntry:
     reqid: int
     peer_reqid: int = 0
     peers: tuple[str, ...] = ()  # peer addresses with a connection of their own
+    # Tunnel mode: the tunnels' reqid, the node's pod CIDRs, per peer address its pod CIDRs
+    # (those in scope, as the peer's charon connection carries them), and the pod space
+    tunnel_reqid: int = 0
+    local_pods: tuple[str, ...] = ()
+    peer_pods: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    pod_space: tuple[str, ...] = ()
 
 
 def priority_in_band(base: int, remote: Network) -> int:
@@ -158,7 +175,9 @@ def desired_policies(
         spec = entry.spec
         level: Level = "required" if spec.enforcement == "Required" else "use"
         template = (XfrmTemplate(reqid=entry.reqid, level=level),)
-        subnets = _networks(spec.ipsec_subnets, address.version)
+        # pods live in the pod space, no IKE peer does: no host-to-host protection there
+        subnets = [s for s in _networks(spec.ipsec_subnets, address.version)
+                   if str(s) not in entry.pod_space]
         for subnet in subnets:
             for policy in _pair(host, subnet, PROTECT_BASE, template):
                 offer(policy, order)
@@ -168,11 +187,56 @@ def desired_policies(
             for peer in entry.peers:
                 for policy in _peer_pair(str(host), peer, inside, peer_template):
                     offer(policy, order)
+        local_pods = _networks(entry.local_pods, address.version)
+        if spec.mode == "Tunnel" and entry.tunnel_reqid:
+            for policy in _pod_policies(entry, node_address, local_pods, level):
+                offer(policy, order)
         for subnet in _networks(spec.no_ipsec_subnets, address.version):
             for policy in _pair(host, subnet, BYPASS_BASE):
                 offer(policy, order)
+            for pods in local_pods:  # routed pods: out of them, and forwarded into them
+                for policy in _forwarded_pair(pods, subnet, BYPASS_BASE):
+                    offer(policy, order)
 
     return frozenset(policy for _, policy in chosen.values())
+
+
+def _forwarded_pair(pods: Network, remote: Network, base: int,
+                    templates: tuple[XfrmTemplate, ...] = (), action: Action = "allow",
+                    ) -> list[XfrmPolicy]:
+    """Routed pods' traffic: leaving them (forwarded packets meet ``out`` policies) and
+    forwarded into them (``fwd``; pods are no local address of the node, so no ``in``)."""
+    priority = priority_in_band(base, remote)
+    return [
+        XfrmPolicy(str(pods), str(remote), "out", priority, templates=templates, action=action),
+        XfrmPolicy(str(remote), str(pods), "fwd", priority, templates=templates, action=action),
+    ]
+
+
+def _pod_policies(
+    entry: ProtectEntry, node: str, local_pods: Sequence[Network], level: Level
+) -> list[XfrmPolicy]:
+    """Tunnel mode: the pods' tunnels per peer; in Required, the rest of the pod space
+    blocked out of and into the node's pods (a peer not known yet gets no cleartext), and
+    the node's own pods bypassed between themselves (that traffic never leaves the node)."""
+    out: list[XfrmPolicy] = []
+    for peer, cidrs in entry.peer_pods:
+        outbound = (XfrmTemplate(entry.tunnel_reqid, level, mode="tunnel", src=node, dst=peer),)
+        inbound = (XfrmTemplate(entry.tunnel_reqid, level, mode="tunnel", src=peer, dst=node),)
+        for local in local_pods:
+            for remote in _networks(cidrs, local.version):
+                priority = priority_in_band(PROTECT_BASE, remote)
+                out += [
+                    XfrmPolicy(str(local), str(remote), "out", priority, templates=outbound),
+                    XfrmPolicy(str(remote), str(local), "fwd", priority, templates=inbound),
+                ]
+    if level == "required":
+        for local in local_pods:
+            for space in _networks(entry.pod_space, local.version):
+                out += _forwarded_pair(local, space, PROTECT_BASE, action="block")
+            for other in local_pods:
+                out += _forwarded_pair(local, other, BYPASS_BASE)
+    return out
 
 
 def acq_expires_for(specs: Sequence[IPsecPolicySpec]) -> int | None:

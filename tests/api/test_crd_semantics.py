@@ -247,15 +247,17 @@ def test_table_output_uses_the_printer_columns(crs: Any) -> None:
     crs.create_cluster_custom_object(GROUP, VERSION, PLURAL, policy())
     crs.patch_cluster_custom_object_status(
         GROUP, VERSION, PLURAL, "mesh",
-        {"status": {"summary": {"ready": "2/3", "establishedSAs": 4}}})
+        {"status": {"summary": {"ready": "2/3", "establishedSAs": 4, "maxInnerPacket": 1446}}})
     table = crs.list_cluster_custom_object(
         GROUP, VERSION, PLURAL,
         _headers={"Accept": "application/json;as=Table;v=v1;g=meta.k8s.io"})
     assert table["kind"] == "Table"
-    assert [c["name"] for c in table["columnDefinitions"]] == [
-        "Name", "Ready", "SAs", "Enforcement", "Mode", "Age"]
+    columns = table["columnDefinitions"]
+    assert [c["name"] for c in columns] == [
+        "Name", "Ready", "SAs", "Enforcement", "Mode", "Max-Packet", "Age"]
+    assert [c["name"] for c in columns if c["priority"]] == ["Max-Packet"]  # -o wide only
     cells = table["rows"][0]["cells"]
-    assert cells[:5] == ["mesh", "2/3", 4, "Required", "Transport"]
+    assert cells[:6] == ["mesh", "2/3", 4, "Required", "Transport", 1446]
     assert table["rows"][0]["object"]["kind"] == "PartialObjectMetadata"
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import struct
+from pathlib import Path
 
 from controller.agent.addresses import (
     IFA_ADDRESS,
@@ -11,6 +12,7 @@ from controller.agent.addresses import (
     NLMSG_DONE,
     RTM_NEWADDR,
     global_addresses,
+    interface_mtus,
     parse_addresses,
 )
 
@@ -28,7 +30,7 @@ def message(family: int, scope: int, *attrs: bytes, kind: int = RTM_NEWADDR) -> 
 def test_local_address_wins_over_peer_address() -> None:
     data = message(socket.AF_INET, 0, attr(IFA_ADDRESS, bytes([10, 0, 0, 9])),
                    attr(IFA_LOCAL, bytes([10, 77, 0, 1])))
-    assert list(parse_addresses(data)) == [("10.77.0.1", 0)]
+    assert list(parse_addresses(data)) == [("10.77.0.1", 0, 2)]
 
 
 def test_ipv6_and_scopes_are_reported() -> None:
@@ -36,7 +38,7 @@ def test_ipv6_and_scopes_are_reported() -> None:
     data = message(socket.AF_INET6, 0, attr(IFA_ADDRESS, v6)) + message(
         socket.AF_INET, 254, attr(IFA_LOCAL, bytes([127, 0, 0, 1]))
     )
-    assert list(parse_addresses(data)) == [("fd00::2", 0), ("127.0.0.1", 254)]
+    assert list(parse_addresses(data)) == [("fd00::2", 0, 2), ("127.0.0.1", 254, 2)]
 
 
 def test_other_messages_are_skipped() -> None:
@@ -50,3 +52,10 @@ def test_global_addresses_of_this_namespace_exclude_loopback() -> None:
     assert "::1" not in found
     versions = [4 if ":" not in a else 6 for a in found]
     assert versions == sorted(versions)
+
+
+def test_mtus_of_the_loopback_address_come_from_sysfs() -> None:
+    """Loopback is the one interface every network namespace holds; its MTU is whatever sysfs
+    says (65536 on Linux), read by the interface index the dump names."""
+    expected = int(Path("/sys/class/net/lo/mtu").read_text())
+    assert interface_mtus(("127.0.0.1", "192.0.2.77")) == (("127.0.0.1", expected),)

@@ -129,3 +129,22 @@ async def test_log_reporter_logs_only_changes() -> None:
     await reporter.report(NODE, "", status)
     await reporter.report(NODE, "", IPsecNodeStatus())
     assert len(lines) == 2
+
+
+def slice_doc(*peers: dict[str, Any]) -> dict[str, Any]:
+    return {"apiVersion": "strongmesh.io/v1alpha1", "kind": "IPsecPeerSlice",
+            "metadata": {"name": "mesh-0"},
+            "spec": {"policy": "mesh", "policyGeneration": 1, "peers": list(peers)}}
+
+
+async def test_the_file_gives_the_nodes_own_pod_networks(tmp_path: Path) -> None:
+    peers = slice_doc({"node": "node-1", "address": "10.77.0.1", "podCIDRs": ["10.244.1.0/24"]},
+                      {"node": "node-2", "address": "10.77.0.2", "podCIDRs": ["10.244.2.0/24"]})
+    path = write(tmp_path / "p.yaml", policy_doc(mode="Tunnel"), SECRET, peers)
+    inputs = await source(path).snapshot()
+    assert inputs.errors == ()
+    assert inputs.node.pod_cidrs == ("10.244.1.0/24",)
+    # --pod-cidr wins over the file
+    flagged = NodeFacts(name="node-1", addresses=("10.77.0.1",), pod_cidrs=("10.244.9.0/24",))
+    inputs = await FileInputSource(path, lambda: flagged).snapshot()
+    assert inputs.node.pod_cidrs == ("10.244.9.0/24",)

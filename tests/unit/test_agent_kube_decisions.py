@@ -189,3 +189,10 @@ async def test_reporter_retries_after_an_outage() -> None:
     client.down = False
     await reporter.report(node, "CN=n1", sa_status(1))
     assert reporter.writes == 1
+
+
+def test_node_facts_carry_the_pod_networks_of_the_node() -> None:
+    node = {"metadata": {"name": "n1"}, "spec": {"podCIDRs": ["10.244.1.0/24", "fd44:1::/64"]},
+            "status": {"addresses": [{"type": "InternalIP", "address": "10.77.0.1"}]}}
+    facts, _ = node_facts("n1", node)
+    assert facts.pod_cidrs == ("10.244.1.0/24", "fd44:1::/64")

@@ -15,7 +15,7 @@ from controller.agent.peering import (
     unwanted_ike_sas,
 )
 from controller.models.node import SecurityAssociation
-from controller.strongswan.render import PeerLink
+from controller.strongswan.render import PeerLink, PodTunnel
 
 ME = "10.77.0.2"
 
@@ -52,7 +52,7 @@ def test_the_lower_address_initiates_and_both_ends_agree(
 
 def test_only_links_to_higher_addresses_are_initiated() -> None:
     plan = plan_initiations([LOWER, HIGHER], [], {}, now=100.0)
-    assert plan.initiate == (HIGHER.connection,)
+    assert plan.initiate == ((HIGHER.connection, HIGHER.connection),)
     assert plan.attempts == {HIGHER.connection: Attempts(count=1, next_at=101.0)}
 
 
@@ -119,4 +119,14 @@ def test_duplicates_go_on_the_second_pass_superseded_sas_at_once() -> None:
 def test_after_its_charon_restarted_a_node_initiates_every_link_it_lost() -> None:
     plan = plan_initiations([LOWER, HIGHER], [sa(HIGHER.connection, "1")], {}, now=5.0,
                             every_link=True)
-    assert plan.initiate == (LOWER.connection,)  # HIGHER is installed; LOWER would wait
+    assert plan.initiate == ((LOWER.connection, LOWER.connection),)  # HIGHER is installed
+
+
+def test_each_missing_child_of_a_link_is_initiated_on_its_own() -> None:
+    tunnel = PeerLink("mesh", "node-3", "10.77.0.3", ME, "sm-mesh@node-3",
+                      PodTunnel(("10.244.1.0/24",), ("10.244.3.0/24",)))
+    transport_up = [SecurityAssociation(policy="mesh", connection=tunnel.connection, ike_id="1",
+                                        child="sm-mesh@node-3", peer="10.77.0.3",
+                                        ike_state="ESTABLISHED", state="INSTALLED")]
+    plan = plan_initiations([tunnel], transport_up, {}, now=0.0)
+    assert plan.initiate == (("sm-mesh@node-3", "sm-mesh@node-3~pods"),)

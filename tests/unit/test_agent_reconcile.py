@@ -132,7 +132,7 @@ def test_optional_enforcement_installs_use_templates(world: World) -> None:
 def test_stale_states_are_removed_only_when_stale_on_two_passes(world: World) -> None:
     charon, xfrm, rec = world
     rec.run_pass(inputs(policy()))
-    reqid, _ = assign_reqids(["mesh"])["mesh"]
+    reqid, _, _ = assign_reqids(["mesh"])["mesh"]
     live = XfrmState("10.77.0.1", "10.77.0.2", 0x1111, reqid)
     stale = XfrmState("10.77.0.1", "10.77.0.3", 0x2222, reqid)
     foreign = XfrmState("10.77.0.1", "10.77.0.4", 0x3333, 7)
@@ -163,8 +163,8 @@ def test_reqids_are_distinct_in_band_and_independent_of_order(
 ) -> None:
     forward, backward = assign_reqids(names), assign_reqids(list(reversed(names)))
     assert forward == backward
-    reqids = [r for pair in forward.values() for r in pair]  # catch-all and per-peer
-    assert len(set(reqids)) == 2 * distinct
+    reqids = [r for three in forward.values() for r in three]  # catch-all, peers, tunnels
+    assert len(set(reqids)) == 3 * distinct
     assert all(r & ~0xFFFF == REQID_BASE for r in reqids)
 
 
@@ -255,3 +255,44 @@ def test_a_restarted_charon_makes_the_node_initiate_even_to_lower_addresses(
     charon.initiated.clear()
     rec.run_pass(with_peers(policy()))
     assert sorted(charon.initiated) == ["sm-mesh@node-0", "sm-mesh@node-2"]
+
+
+POD_NODE = NodeFacts(name="node-1", addresses=("10.77.0.1",), pod_cidrs=("10.244.1.0/24",),
+                     mtus=(("10.77.0.1", 1500),))
+POD_PEERS = (Peer(node="node-2", address="10.77.0.2", pod_cidrs=["10.244.2.0/24"]),)
+
+
+def tunnel_inputs(node: NodeFacts = POD_NODE) -> AgentInputs:
+    p = policy(mode="Tunnel", ipsecSubnets=["10.77.0.0/24", "10.244.0.0/16"])
+    return AgentInputs(node=node, policies=(PolicyInput(p, 1, DATA, peers=POD_PEERS),))
+
+
+def test_tunnel_mode_gives_each_peer_a_pod_tunnel_in_charon_and_kernel(world: World) -> None:
+    charon, xfrm, rec = world
+    result = rec.run_pass(tunnel_inputs())
+    assert result.status.errors == []
+    assert charon.children["sm-mesh@node-2"] == ["sm-mesh@node-2", "sm-mesh@node-2~pods"]
+    _, _, tunnel_reqid = assign_reqids(["mesh"])["mesh"]
+    out = [p for p in xfrm.policies.values()
+           if (p.src, p.dst, p.direction) == ("10.244.1.0/24", "10.244.2.0/24", "out")]
+    assert [(t.mode, t.reqid, t.dst) for p in out for t in p.templates] == [
+        ("tunnel", tunnel_reqid, "10.77.0.2")]
+    # the node (lower address) starts both children of the pair
+    assert {"sm-mesh@node-2", "sm-mesh@node-2~pods"} <= set(charon.initiated)
+
+
+def test_status_reports_what_esp_leaves_of_the_interface_mtu(world: World) -> None:
+    _, _, rec = world
+    (entry,) = rec.run_pass(tunnel_inputs()).status.policies
+    # aes128gcm16 (the default) in tunnel mode over IPv4: 20 + 8 + 8 + pad + 16 (see test_mtu)
+    assert (entry.interface_mtu, entry.esp_overhead, entry.max_inner_packet) == (1500, 54, 1446)
+    (transport,) = rec.run_pass(AgentInputs(node=POD_NODE, policies=(
+        PolicyInput(policy(), 1, DATA),))).status.policies
+    assert (transport.esp_overhead, transport.max_inner_packet) == (34, 1466)
+
+
+def test_mtu_is_not_guessed_when_the_interface_is_unknown(world: World) -> None:
+    _, _, rec = world
+    node = NodeFacts(name="node-1", addresses=("10.77.0.1",), pod_cidrs=("10.244.1.0/24",))
+    (entry,) = rec.run_pass(tunnel_inputs(node)).status.policies
+    assert (entry.interface_mtu, entry.esp_overhead, entry.max_inner_packet) == (None,) * 3

@@ -57,6 +57,15 @@ def test_peers_are_selected_nodes_that_protect_an_address_for_the_policy() -> No
     ]
 
 
+def test_peers_carry_their_nodes_pod_networks() -> None:
+    nodes: dict[str, dict[str, str]] = {"a": {}, "b": {}}
+    ipsec_nodes = {"a": ipsec_node("a", "10.0.0.1"), "b": ipsec_node("b", "10.0.0.2")}
+    peers = policy_peers("mesh", LabelSelector(), nodes, ipsec_nodes,
+                         {"a": ("10.244.1.0/24", "fd44:1::/64")})
+    assert [(p.node, p.pod_cidrs) for p in peers] == [
+        ("a", ["10.244.1.0/24", "fd44:1::/64"]), ("b", [])]
+
+
 def test_a_new_policy_gets_an_empty_first_slice() -> None:
     plan = plan_slices("mesh", 1, SPEC, False, [], {})
     assert plan == SlicePlan(upserts={"mesh-0": spec([])})

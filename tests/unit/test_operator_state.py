@@ -53,6 +53,19 @@ def test_node_heartbeat_without_label_change_dirties_nothing() -> None:
     assert s.apply_node("DELETED", node("n1", pool="b")) == {"a", "b"}
 
 
+def test_a_node_whose_pod_networks_change_dirties_the_policies() -> None:
+    s = state()
+    body = node("n1", pool="a") | {"spec": {"podCIDRs": ["10.244.1.0/24"]}}
+    assert s.apply_node("MODIFIED", body) == {"a", "b"}
+    assert s.pod_cidrs == {"n1": ("10.244.1.0/24",)}
+    assert s.apply_node("MODIFIED", body) == set()
+    legacy = node("n1", pool="a") | {"spec": {"podCIDR": "10.244.9.0/24"}}  # before dual-stack
+    assert s.apply_node("MODIFIED", legacy) == {"a", "b"}
+    assert s.pod_cidrs == {"n1": ("10.244.9.0/24",)}
+    assert s.apply_node("DELETED", legacy) == {"a", "b"}
+    assert s.pod_cidrs == {}
+
+
 def test_only_referenced_secrets_are_kept() -> None:
     s = state()
     unrelated = {"metadata": {"name": "x", "namespace": "sm"}, "data": {}}

@@ -84,6 +84,7 @@ def test_all_selected_nodes_enforcing_is_ready_with_summary_and_rows() -> None:
         "ready_nodes": 2,
         "ready": "2/2",
         "established_sas": 3,
+        "max_inner_packet": None,  # no node reported its interface
     }
     assert [(r.name, r.enforcing, r.established_sas, r.peers) for r in status.nodes] == [
         ("node-1", True, 2, ["10.0.0.2"]),
@@ -282,3 +283,12 @@ def test_a_node_that_has_not_read_its_peers_yet_is_not_counted_complete() -> Non
     status = compute_status(facts, VALID, NODES, nodes, [], None, T0)
     assert conditions(status)["Ready"] == ("False", "PeersConnecting")
     assert [(r.expected_peers, r.established_peers) for r in status.nodes] == [(1, 0), (1, 0)]
+
+
+def test_the_policy_shows_the_smallest_packet_every_node_can_carry() -> None:
+    nodes = {name: IPsecNode.model_validate({"metadata": {"name": name}, "status": {
+        "policies": [{"name": "mesh", "generation": 2, "maxInnerPacket": size}]}})
+        for name, size in (("node-1", 1446), ("node-2", 8946))}
+    status = compute_status(policy(role="worker"), VALID, NODES, nodes, [], None, T0)
+    assert status.summary.max_inner_packet == 1446
+    assert [r.max_inner_packet for r in status.nodes] == [1446, 8946]

@@ -83,13 +83,13 @@ def test_semantically_invalid_policy_keeps_its_model_for_node_listing() -> None:
         "metadata": {"name": "p"},
         "spec": {
             "ipsecSubnets": ["10.0.0.0/24"],
-            "mode": "Tunnel",
+            "esp": {"proposals": ["aes128"]},  # a cipher without integrity: parses, invalid
             "credentials": {"secretRef": {"name": "c", "namespace": "n"}},
         },
     }
     check = check_policy(body)
     assert check.policy is not None
-    assert any("spec.mode" in e for e in check.errors)
+    assert any("spec.esp.proposals" in e for e in check.errors)
 
 
 def test_unparsable_policy_has_no_model_and_an_error() -> None:

@@ -12,6 +12,7 @@ from controller.models.policy import IPsecPolicy
 from controller.strongswan.render import (
     CharonPolicy,
     PeerLink,
+    PodTunnel,
     authority_name,
     cert_name,
     conn_name,
@@ -164,7 +165,6 @@ def test_fixed_reqid_is_the_one_passed_in() -> None:
     ("p", "node", "creds", "reason"),
     [
         (policy(), NodeFacts("elsewhere", ("192.168.0.1",)), CREDS, "no address inside"),
-        (policy(mode="Tunnel"), NODE, CREDS, "Tunnel is not supported"),
         (
             policy(),
             NODE,
@@ -294,3 +294,54 @@ def test_remote_ranges_leave_out_exactly_the_known_addresses(
     subnets: list[str], excluded: list[str], expected: list[str]
 ) -> None:
     assert remote_ranges(subnets, excluded) == expected
+
+
+POD_PEERS = (
+    Peer(node="node-2", address="10.0.0.2", pod_cidrs=["10.244.2.0/24", "fd44::/64"]),
+    Peer(node="node-3", address="10.0.0.3"),  # no pods: transport only
+    Peer(node="node-4", address="10.0.0.4", pod_cidrs=["192.168.4.0/24"]),  # out of scope
+)
+SUBNETS = ["10.0.0.0/16", "10.244.0.0/16"]
+POD_SPACE = ("10.244.0.0/16",)
+
+
+def tunnel_item(**spec: Any) -> CharonPolicy:
+    return CharonPolicy(policy(mode="Tunnel", ipsecSubnets=SUBNETS, **spec), CREDS, REQID,
+                        REQID + 1, POD_PEERS, REQID + 2, POD_SPACE)
+
+
+POD_NODE = NodeFacts("node-1", ("10.0.0.1",), pod_cidrs=("10.244.1.0/24",))
+
+
+def test_tunnel_mode_adds_a_tunnel_child_for_the_pods_of_each_pair() -> None:
+    desired = render_charon([tunnel_item()], POD_NODE)
+    children = desired.connections["sm-mesh@node-2"]["children"]
+    assert list(children) == ["sm-mesh@node-2", "sm-mesh@node-2~pods"]
+    pods = children["sm-mesh@node-2~pods"]
+    assert (pods["mode"], pods["reqid"]) == ("tunnel", str(REQID + 2))
+    # the peer's IPv6 pod network is of another family than the node addresses: left out
+    assert (pods["local_ts"], pods["remote_ts"]) == (["10.244.1.0/24"], ["10.244.2.0/24"])
+    assert children["sm-mesh@node-2"]["mode"] == "transport"  # node addresses as before
+    assert list(desired.connections["sm-mesh@node-3"]["children"]) == ["sm-mesh@node-3"]
+    assert desired.links[0].all_children == ("sm-mesh@node-2", "sm-mesh@node-2~pods")
+    assert desired.links[0].pods == PodTunnel(("10.244.1.0/24",), ("10.244.2.0/24",))
+
+
+def test_pods_outside_ipsec_subnets_or_exempted_get_no_tunnel() -> None:
+    desired = render_charon([tunnel_item(noIpsecSubnets=["10.244.2.0/24"])], POD_NODE)
+    for peer in ("node-2", "node-4"):
+        assert list(desired.connections[f"sm-mesh@{peer}"]["children"]) == [f"sm-mesh@{peer}"]
+
+
+def test_the_catch_all_leaves_the_pod_space_out() -> None:
+    desired = render_charon([tunnel_item()], POD_NODE)
+    catchall = desired.connections["sm-mesh"]
+    assert catchall["children"]["sm-mesh"]["remote_ts"] == ["10.0.0.0/16"]
+    assert not any(r.startswith("10.244.") for r in catchall["remote_addrs"])
+
+
+def test_transport_mode_ignores_pod_cidrs() -> None:
+    item = CharonPolicy(policy(ipsecSubnets=SUBNETS), CREDS, REQID, REQID + 1, POD_PEERS,
+                        REQID + 2)
+    desired = render_charon([item], POD_NODE)
+    assert list(desired.connections["sm-mesh@node-2"]["children"]) == ["sm-mesh@node-2"]

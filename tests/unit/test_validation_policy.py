@@ -67,12 +67,6 @@ def lines(findings: list[Finding]) -> list[str]:
             id="subnets-not-a-list",
         ),
         pytest.param(
-            body(mode="Tunnel"),
-            "spec.mode: Tunnel mode is not supported yet (it comes "
-            "with a later release); use Transport",
-            id="tunnel",
-        ),
-        pytest.param(
             body(mode="Tunel"),
             "spec.mode: got 'Tunel'; expected 'Transport' or 'Tunnel'",
             id="mode-typo",
@@ -202,3 +196,17 @@ def test_non_mapping_body_is_an_error() -> None:
     policy, findings = validate_policy_body(["not", "a", "policy"])  # type: ignore[arg-type]
     assert policy is None
     assert lines(findings) == ["expected an IPsecPolicy object, got ['not', 'a', 'policy']"]
+
+
+def test_tunnel_mode_tells_which_cni_mtu_to_set() -> None:
+    from controller.validation import validate_policy_body
+
+    policy, findings = validate_policy_body(body(mode="Tunnel"))
+    assert policy is not None
+    (advice,) = [f for f in findings if f.code == "policy.tunnel-mtu"]
+    assert advice.severity == "info"
+    assert str(advice) == (
+        "spec.mode: Tunnel mode adds up to 54 bytes to each pod packet (IPv4, worst of the ESP "
+        "proposals): set the pod network's (CNI) MTU to at most 1446 on a 1500 interface, 1406 "
+        "on a 1460 interface, 1346 on a 1400 interface, 8946 on a 9001 interface; each "
+        "IPsecNode reports the figure for its own interface")

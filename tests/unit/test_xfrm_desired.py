@@ -20,11 +20,13 @@ def spec(
     bypass: list[str] | None = None,
     enforcement: str = "Required",
     acq: int | None = None,
+    mode: str = "Transport",
 ) -> IPsecPolicySpec:
     body: dict[str, object] = {
         "ipsecSubnets": ipsec,
         "noIpsecSubnets": bypass or [],
         "enforcement": enforcement,
+        "mode": mode,
         "credentials": {"secretRef": {"name": "c", "namespace": "n"}},
     }
     if acq is not None:
@@ -213,3 +215,62 @@ def test_optional_per_peer_policies_use_level_use() -> None:
     entry = ProtectEntry(spec(["10.0.0.0/16"], enforcement="Optional"), R1, R2, peers=("10.0.0.7",))
     got = by_key(desired_policies([entry], "10.0.0.5"))
     assert got[("10.0.0.5/32", "10.0.0.7/32", "out")].templates == (XfrmTemplate(R2, "use"),)
+
+
+R3 = 0x534D0003
+NODES, PODS = "10.77.0.0/24", "10.244.0.0/16"
+
+
+def tunnel_entry(enforcement: str = "Required", bypass: list[str] | None = None) -> ProtectEntry:
+    return ProtectEntry(
+        spec([NODES, PODS], bypass, enforcement=enforcement, mode="Tunnel"), R1, R2,
+        peers=("10.77.0.2",), tunnel_reqid=R3, local_pods=("10.244.1.0/24",),
+        peer_pods=(("10.77.0.2", ("10.244.2.0/24",)),), pod_space=(PODS,),
+    )
+
+
+def test_tunnel_mode_sends_pod_traffic_through_a_tunnel_to_the_peer_node() -> None:
+    got = by_key(desired_policies([tunnel_entry()], "10.77.0.1"))
+    out = got[("10.244.1.0/24", "10.244.2.0/24", "out")]
+    assert out.templates == (XfrmTemplate(R3, "required", mode="tunnel", src="10.77.0.1",
+                                          dst="10.77.0.2"),)
+    fwd = got[("10.244.2.0/24", "10.244.1.0/24", "fwd")]
+    assert fwd.templates == (XfrmTemplate(R3, "required", mode="tunnel", src="10.77.0.2",
+                                          dst="10.77.0.1"),)
+    assert ("10.244.2.0/24", "10.244.1.0/24", "in") not in got  # pods are no local address
+    # the node's own addresses keep their transport protection, as in Transport mode
+    assert got[("10.77.0.1/32", "10.77.0.2/32", "out")].templates[0].mode == "transport"
+
+
+def test_required_blocks_the_pod_space_below_the_tunnels() -> None:
+    got = by_key(desired_policies([tunnel_entry()], "10.77.0.1"))
+    block_out = got[("10.244.1.0/24", PODS, "out")]
+    block_fwd = got[(PODS, "10.244.1.0/24", "fwd")]
+    assert block_out.action == block_fwd.action == "block"
+    tunnel = got[("10.244.1.0/24", "10.244.2.0/24", "out")]
+    assert tunnel.priority < block_out.priority  # the known peer's tunnel wins
+    own = got[("10.244.1.0/24", "10.244.1.0/24", "out")]
+    assert own.is_bypass  # own pods never leave the node
+    assert own.priority < tunnel.priority
+    # no host-to-host protection towards the pod space: no IKE peer lives there
+    assert ("10.77.0.1/32", PODS, "out") not in got
+
+
+def test_optional_tunnels_block_nothing() -> None:
+    got = desired_policies([tunnel_entry("Optional")], "10.77.0.1")
+    assert not [p for p in got if p.action == "block"]
+    assert {t.level for p in got for t in p.templates} == {"use"}
+
+
+def test_bypass_subnets_beat_pod_tunnels() -> None:
+    got = by_key(desired_policies([tunnel_entry(bypass=["10.244.2.0/25"])], "10.77.0.1"))
+    bypass = got[("10.244.1.0/24", "10.244.2.0/25", "out")]
+    assert bypass.is_bypass
+    assert bypass.priority < got[("10.244.1.0/24", "10.244.2.0/24", "out")].priority
+    assert got[("10.244.2.0/25", "10.244.1.0/24", "fwd")].is_bypass
+
+
+def test_transport_mode_has_no_pod_policies() -> None:
+    entry = ProtectEntry(spec([NODES, PODS]), R1, R2, peers=("10.77.0.2",))
+    got = desired_policies([entry], "10.77.0.1")
+    assert not [p for p in got if p.src.startswith("10.244.1.") or p.dst.startswith("10.244.1.")]
