@@ -29,7 +29,7 @@ from typing import Any
 
 from cryptography import x509
 
-from controller.dataplane import NodeCredentials
+from controller.facts import NodeCredentials
 from controller.strongswan.conf import render_strongswan_conf
 from tests.certs import Issued, KeyType, make_cert
 from tests.environment import missing

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from controller.agent.interfaces import AgentInputs, PolicyInput
-from controller.dataplane import NodeFacts
+from controller.facts import NodeFacts
 from controller.models.node import IPsecNodeStatus
 
 POLL_SECONDS = 0.5

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from controller.dataplane import NodeFacts
+from controller.facts import NodeFacts
 from controller.models.node import IPsecNodeStatus
 from controller.models.peers import Peer
 from controller.models.policy import IPsecPolicy

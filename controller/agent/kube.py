@@ -30,7 +30,7 @@ from controller.agent.addresses import interface_mtus
 from controller.agent.identity import NodeIdentity
 from controller.agent.interfaces import AgentInputs, InputSource, PolicyInput, Reporter
 from controller.agent.slices import PublishedPolicy, published_policies
-from controller.dataplane import NodeFacts
+from controller.facts import NodeFacts
 from controller.kubeapi import (
     ApiError,
     ApiUnavailableError,

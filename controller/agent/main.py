@@ -11,8 +11,9 @@ from typing import Any
 
 from controller.agent.interfaces import AgentInputs, InputSource, Reporter
 from controller.agent.loop import run_loop, socket_path
-from controller.agent.reconcile import PassResult, Reconciler
-from controller.dataplane import NodeFacts
+from controller.agent.reconcile import NodeReconciler, PassResult
+from controller.facts import NodeFacts
+from controller.shutdown import effective_timeout, write_timeout
 
 log = logging.getLogger("controller.agent")
 
@@ -53,8 +54,6 @@ def _record_shutdown_timeout(directory: Path | None) -> Callable[[PassResult, in
     def record(_: PassResult, seconds: int) -> None:
         if directory is None or last == [seconds]:
             return
-        from controller.shutdown import write_timeout
-
         try:
             write_timeout(str(directory), seconds)
             last[:] = [seconds]
@@ -70,7 +69,7 @@ def _nothing() -> None:
 
 def _metrics(
     port: int,
-) -> tuple[Callable[[PassResult, Reconciler], None] | None,
+) -> tuple[Callable[[PassResult, NodeReconciler], None] | None,
            Callable[[str, Mapping[str, Any]], None] | None]:
     """Serve Prometheus metrics on ``port`` (0: off). Returns a callable that records a pass
     and one that counts charon's IKE failures and rekeys from its events."""
@@ -86,7 +85,7 @@ def _metrics(
     serve(metrics.registry, port)
     log.info("metrics on port %d", port)
 
-    def observe(result: PassResult, reconciler: Reconciler) -> None:
+    def observe(result: PassResult, reconciler: NodeReconciler) -> None:
         metrics.reconcile_duration.observe(result.seconds)
         if result.status.errors:
             metrics.reconcile_errors.inc()
@@ -125,7 +124,7 @@ def _listen_to_charon(
 
 async def run_agent(args: argparse.Namespace) -> int:
     from controller.strongswan.vici_client import Charon
-    from controller.xfrm import Xfrm
+    from controller.xfrm.kernel import Xfrm
 
     if args.policy_file is not None:
         source, reporter = standalone_io(args)
@@ -141,14 +140,14 @@ async def run_agent(args: argparse.Namespace) -> int:
     stop_events = _listen_to_charon(sock, wake, count_event)
 
     xfrm = Xfrm()
-    reconciler = Reconciler(lambda: Charon(args.vici), xfrm)
+    reconciler = NodeReconciler(lambda: Charon(args.vici), xfrm)
     record = _record_shutdown_timeout(args.state_dir or (sock.parent if sock else None))
 
     def run_pass(inputs: AgentInputs) -> PassResult:
         result = reconciler.run_pass(inputs)
-        timeouts = [g.policy.spec.shutdown_timeout_seconds for g in reconciler.last_good.values()]
-        if timeouts:
-            record(result, max(timeouts))
+        # what `strongmesh drain` waits at most: the policies' timeout, as drain computes it
+        record(result, effective_timeout(
+            [g.policy.spec.shutdown_timeout_seconds for g in reconciler.last_good.values()]))
         if observe is not None:
             observe(result, reconciler)
         return result

@@ -1,7 +1,7 @@
 """One reconcile pass: inputs -> desired -> actual -> diff -> apply -> status.
 
 Deciding is pure (``desired_state``, ``resolve`` in ``state``, the renderers and planners of
-``controller.strongswan`` and ``controller.xfrm``); ``Reconciler`` does the I/O through two
+``controller.strongswan`` and ``controller.xfrm``); ``NodeReconciler`` does the I/O through two
 ports so that tests can replace charon and the kernel with fakes. The kernel side is applied
 first: Required traffic is blocked before charon learns anything, and stays blocked if charon
 is down. Nothing is torn down except what the desired state no longer contains.
@@ -26,13 +26,7 @@ from controller.agent.peering import (
     unwanted_ike_sas,
 )
 from controller.agent.state import CredentialCheck, GoodPolicy, Resolution, resolve
-from controller.dataplane import (
-    NodeCredentials,
-    NodeFacts,
-    node_address_for,
-    pod_space,
-    reqid_for,
-)
+from controller.facts import NodeCredentials, NodeFacts
 from controller.models.node import (
     CertificateInfo,
     EnforcedPolicy,
@@ -41,6 +35,8 @@ from controller.models.node import (
 )
 from controller.models.policy import CertificateExpiry, IPsecPolicySpec
 from controller.mtu import mtu_facts
+from controller.ownership import reqid_for
+from controller.scope import node_address_for, pod_space
 from controller.strongswan import (
     ActualCharon,
     CharonPlan,
@@ -172,29 +168,29 @@ def desired_state(enforce: Sequence[GoodPolicy], node: NodeFacts) -> DesiredNode
     )
 
 
-def validation_credential_check(
+def cached_credential_check(
     secret_data: Mapping[str, str], expiry: CertificateExpiry
-) -> tuple[NodeCredentials | None, list[str], list[str]]:
+) -> tuple[NodeCredentials | None, list[str]]:
     """The credential check of ``controller.validation``, as ``resolve`` wants it.
 
     Every pass checks the same Secret again; the verdict is kept per content for the minute
-    (certificate validity and expiry levels depend on the time, at a day's resolution)."""
-    creds, problems, notes = _checked(
+    (certificate validity depends on the time). Expiry warnings are the operator's to raise
+    (it reads the same Secret): a node reports only what refuses the credentials."""
+    creds, problems = _checked(
         tuple(sorted(secret_data.items())), expiry.model_dump_json(), int(time.time() // 60))
-    return creds, list(problems), list(notes)
+    return creds, list(problems)
 
 
 @functools.lru_cache(maxsize=16)
 def _checked(
     secret_items: tuple[tuple[str, str], ...], expiry_json: str, minute: int
-) -> tuple[NodeCredentials | None, tuple[str, ...], tuple[str, ...]]:
+) -> tuple[NodeCredentials | None, tuple[str, ...]]:
     from controller.validation import validate_credentials
 
     expiry = CertificateExpiry.model_validate_json(expiry_json)
     creds, findings = validate_credentials(dict(secret_items), expiry)
     problems = tuple(str(f) for f in findings if f.severity == "error")
-    notes = tuple(str(f) for f in findings if f.severity in ("warning",))
-    return (creds if not problems else None), problems, notes
+    return (creds if not problems else None), problems
 
 
 @dataclass(frozen=True)
@@ -216,21 +212,21 @@ def now_rfc3339() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-class Reconciler:
+class NodeReconciler:
     """Holds the connections and the last good state across passes."""
 
     def __init__(
         self,
         charon_factory: Callable[[], CharonPort],
         xfrm: XfrmPort,
-        check_credentials: CredentialCheck = validation_credential_check,
+        credential_check: CredentialCheck = cached_credential_check,
         plan_charon: Callable[[DesiredCharon, ActualCharon], CharonPlan] = plan_changes,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._charon_factory = charon_factory
         self._charon: CharonPort | None = None
         self._xfrm = xfrm
-        self._check = check_credentials
+        self._check = credential_check
         self._plan_charon = plan_charon
         self.last_good: Mapping[str, GoodPolicy] = {}
         self.charon_id: str | None = None

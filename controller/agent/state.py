@@ -8,18 +8,19 @@ longer selects the node, or deleted) is dropped, which is what tears its state d
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 
 from controller.agent.interfaces import AgentInputs, PolicyInput
-from controller.dataplane import NodeCredentials, NodeFacts, node_address_for
+from controller.facts import NodeCredentials
 from controller.models.node import EnforcedPolicy
 from controller.models.peers import Peer
 from controller.models.policy import CertificateExpiry, IPsecPolicy
+from controller.scope import node_address_for
 
-# (secret data, expiry thresholds) -> (credentials or None, problems, warnings)
+# (secret data, expiry thresholds) -> (credentials, or None with the problems that refuse them)
 CredentialCheck = Callable[
-    [Mapping[str, str], CertificateExpiry], tuple[NodeCredentials | None, list[str], list[str]]
+    [Mapping[str, str], CertificateExpiry], tuple[NodeCredentials | None, list[str]]
 ]
 
 
@@ -44,14 +45,13 @@ class Resolution:
     enforce: tuple[GoodPolicy, ...]  # name order
     policies: tuple[EnforcedPolicy, ...]  # what the status says about each policy
     errors: tuple[str, ...]
-    warnings: tuple[str, ...] = ()
     last_good: Mapping[str, GoodPolicy] = field(default_factory=dict)
 
 
 def resolve(
     inputs: AgentInputs,
     last_good: Mapping[str, GoodPolicy],
-    check_credentials: CredentialCheck,
+    credential_check: CredentialCheck,
 ) -> Resolution:
     """Decide what to enforce from the inputs, falling back per policy to the last good state."""
     if inputs.errors:
@@ -73,7 +73,6 @@ def resolve(
     enforce: list[GoodPolicy] = []
     statuses: list[EnforcedPolicy] = []
     errors: list[str] = []
-    warnings: list[str] = []
     good: dict[str, GoodPolicy] = {}
     for item in sorted(inputs.policies, key=lambda p: p.policy.metadata.name):
         name = item.policy.metadata.name
@@ -88,8 +87,7 @@ def resolve(
                 )
             )
             continue
-        problems, creds, notes = _check(item, check_credentials)
-        warnings.extend(f"policy {name}: {n}" for n in notes)
+        problems, creds = _check(item, credential_check)
         if creds is not None:
             entry = GoodPolicy(item.policy, item.generation, creds, item.peers)
             good[name] = entry
@@ -120,14 +118,13 @@ def resolve(
         enforce=tuple(enforce),
         policies=tuple(statuses),
         errors=tuple(errors),
-        warnings=tuple(warnings),
         last_good=good,
     )
 
 
 def _check(
-    item: PolicyInput, check_credentials: CredentialCheck
-) -> tuple[list[str], NodeCredentials | None, list[str]]:
+    item: PolicyInput, credential_check: CredentialCheck
+) -> tuple[list[str], NodeCredentials | None]:
     problems = list(item.input_errors)
     if item.secret_data is None:
         ref = item.policy.spec.credentials.secret_ref
@@ -135,21 +132,8 @@ def _check(
             problems.append(f"Secret {ref.namespace}/{ref.name} not found")
         elif not problems:
             problems.append("no credentials for this node yet")
-        return problems, None, []
-    creds, cred_problems, notes = check_credentials(
-        item.secret_data, item.policy.spec.certificate_expiry
-    )
+        return problems, None
+    creds, cred_problems = credential_check(item.secret_data,
+                                            item.policy.spec.certificate_expiry)
     problems += cred_problems
-    if problems:
-        return problems, None, notes
-    return problems, creds, notes
-
-
-def node_addresses_in_scope(enforce: Sequence[GoodPolicy], node: NodeFacts) -> dict[str, str]:
-    """Policy name -> the node address it protects (the first address inside its subnets)."""
-    result = {}
-    for g in enforce:
-        address = node_address_for(g.policy.spec, node)
-        if address is not None:
-            result[g.name] = address
-    return result
+    return problems, (None if problems else creds)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import sys
 from pathlib import Path
 
 DEFAULT_VICI = "unix:///var/run/charon.vici"
@@ -77,3 +78,15 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:  # bad flag values (e.g. --label without '=')
         logging.error("%s", exc)
         return 2
+
+
+def main() -> int:
+    """``python -m controller.cli.agent ...`` = ``strongmesh agent ...``, importing no other
+    subcommand (the lab starts agents inside user-mode-linux, where every import costs)."""
+    parser = argparse.ArgumentParser(prog="strongmesh")
+    add_parser(parser.add_subparsers(dest="command", required=True))
+    return run(parser.parse_args(["agent", *sys.argv[1:]]))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

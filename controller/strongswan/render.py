@@ -35,10 +35,11 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from controller.dataplane import NodeCredentials, NodeFacts, node_address_for, pods_in_scope
+from controller.facts import NodeCredentials, NodeFacts
 from controller.models.common import duration_seconds
 from controller.models.peers import Peer
 from controller.models.policy import IPsecPolicy, IPsecPolicySpec
+from controller.scope import node_address_for, pods_in_scope
 
 CONN_PREFIX = "sm-"
 PEER_SEPARATOR = "@"  # cannot appear in a Kubernetes object name

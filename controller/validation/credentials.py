@@ -33,7 +33,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, padding, rsa
 from cryptography.x509.oid import NameOID
 
-from controller.dataplane import NodeCredentials
+from controller.facts import NodeCredentials
 from controller.models.policy import CertificateExpiry
 from controller.validation.findings import Finding, error, info, join_path, warning
 

@@ -5,7 +5,8 @@ One file per responsibility:
 - ``desired``: IPsecPolicies selecting the node -> the xfrm policies it needs. Pure.
 - ``diff``: desired vs actual owned policies -> plan; stale owned SAs. Pure.
 - ``netlink``: NETLINK_XFRM message encoding and decoding. Pure.
-- ``kernel``: the I/O (read owned policies/states, apply a plan, delete states, sysctl).
+- ``kernel``: the I/O (read owned policies/states, apply a plan, delete states, sysctl); import
+  it by name (``controller.xfrm.kernel``): the package itself is pure.
 - ``sysctl``: ``net.core.xfrm_acq_expires``.
 
 strongmesh owns every xfrm policy of its connections (charon installs none), so enforcement
@@ -15,12 +16,10 @@ one), also while charon is down or restarting.
 
 from controller.xfrm.desired import ProtectEntry, acq_expires_for, desired_policies
 from controller.xfrm.diff import plan_policies, stale_states
-from controller.xfrm.kernel import Xfrm, XfrmApplyError
-from controller.xfrm.model import XfrmPlan, XfrmPolicy, XfrmState, XfrmTemplate
+from controller.xfrm.model import XfrmApplyError, XfrmPlan, XfrmPolicy, XfrmState, XfrmTemplate
 
 __all__ = [
     "ProtectEntry",
-    "Xfrm",
     "XfrmApplyError",
     "XfrmPlan",
     "XfrmPolicy",

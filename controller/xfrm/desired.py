@@ -16,7 +16,7 @@ traffic is forwarded through tunnel-mode SAs between the node addresses:
   protect  out  src P dst C        tmpl esp tunnel src A dst Q reqid R'' level L
   protect  fwd  src C dst P        tmpl esp tunnel src Q dst A (decrypted, forwarded to the pod)
 (pods are routed through the node, never its local addresses: no ``in`` policy). The "pod
-space" (ipsecSubnets that hold pod CIDRs and no node, ``controller.dataplane.pod_space``) gets
+space" (ipsecSubnets that hold pod CIDRs and no node, ``controller.scope.pod_space``) gets
 no host-to-host pair: no IKE peer lives there. In Required the node's pods never reach it in
 the clear, a peer not known yet included: P<->pod space is blocked (out and fwd) below every
 tunnel, and P<->P' (the node's own pods) bypassed: that traffic never leaves the node.
@@ -38,8 +38,8 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import TypeAlias
 
-from controller.dataplane import BYPASS_BASE, PROTECT_BASE
 from controller.models.policy import IPsecPolicySpec
+from controller.ownership import BYPASS_BASE, PROTECT_BASE
 from controller.xfrm.model import (
     IPPROTO_ICMPV6,
     Action,

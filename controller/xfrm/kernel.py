@@ -17,20 +17,12 @@ import socket
 from collections.abc import Iterable, Iterator
 
 from controller.xfrm import netlink as nl
-from controller.xfrm.model import XfrmPlan, XfrmPolicy, XfrmState
+from controller.xfrm.model import XfrmApplyError, XfrmPlan, XfrmPolicy, XfrmState
 from controller.xfrm.sysctl import read_acq_expires, write_acq_expires
 
 LOG = logging.getLogger(__name__)
 NETLINK_XFRM = 6
 CLONE_NEWNET = 0x40000000
-
-
-class XfrmApplyError(Exception):
-    """Some changes of a plan were refused; all others were applied. One line per failure."""
-
-    def __init__(self, failures: list[str]) -> None:
-        super().__init__("; ".join(failures))
-        self.failures = failures
 
 
 @contextlib.contextmanager

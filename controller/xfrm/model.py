@@ -11,7 +11,7 @@ from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import Literal
 
-from controller.dataplane import PROTECT_BASE, is_owned_priority, is_owned_reqid
+from controller.ownership import PROTECT_BASE, is_owned_priority, is_owned_reqid
 
 Direction = Literal["in", "out", "fwd"]
 Action = Literal["allow", "block"]
@@ -210,3 +210,11 @@ class XfrmPlan:
         puts.sort(key=lambda step: order(step[1]))
         deletes = sorted(self.delete, key=order)
         return [*puts, *(("delete", p) for p in deletes)]
+
+
+class XfrmApplyError(Exception):
+    """Some changes of a plan were refused; all others were applied. One line per failure."""
+
+    def __init__(self, failures: list[str]) -> None:
+        super().__init__("; ".join(failures))
+        self.failures = failures

@@ -12,7 +12,6 @@ from __future__ import annotations
 import functools
 import ipaddress
 import os
-import socket
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -83,6 +82,10 @@ SA_ID = struct.Struct("=16s4sHB1x")  # daddr, spi (big endian bytes), family, pr
 MARK = struct.Struct("=II")
 ZERO_ADDRESS = bytes(16)
 
+# address families as the Linux xfrm netlink ABI numbers them (<linux/socket.h>)
+AF_INET = 2
+AF_INET6 = 10
+
 
 class NetlinkError(OSError):
     """The kernel refused a request; ``errno`` as in ``os.strerror``. An OSError, so that
@@ -140,7 +143,7 @@ def parse_attributes(data: bytes) -> dict[int, bytes]:
 
 
 def _family(version: int) -> int:
-    return socket.AF_INET if version == 4 else socket.AF_INET6
+    return AF_INET if version == 4 else AF_INET6
 
 
 def _pack_address(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bytes:
@@ -148,7 +151,7 @@ def _pack_address(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> byt
 
 
 def _unpack_address(raw: bytes, family: int) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
-    if family == socket.AF_INET6:
+    if family == AF_INET6:
         return ipaddress.IPv6Address(raw[:16])
     return ipaddress.IPv4Address(raw[:4])
 
@@ -188,8 +191,8 @@ def _unpack_selector(raw: bytes) -> _Selector:
     family, prefixlen_d, prefixlen_s, proto, _ifindex, _user = SELECTOR_REST.unpack_from(
         raw, SELECTOR_ADDRS.size + SELECTOR_PORTS.size
     )
-    if family not in (socket.AF_INET, socket.AF_INET6):
-        family = socket.AF_INET  # selector family unset: an "any" selector, read as IPv4
+    if family not in (AF_INET, AF_INET6):
+        family = AF_INET  # selector family unset: an "any" selector, read as IPv4
     return _Selector(
         src=_network(saddr, prefixlen_s, family),
         dst=_network(daddr, prefixlen_d, family),

@@ -107,7 +107,7 @@ async def _run_worker() -> None:
     from controller.agent.interfaces import AgentInputs
     from controller.agent.kube import KubeInputSource, KubeReporter
     from controller.agent.loop import run_loop
-    from controller.agent.reconcile import PassResult, Reconciler
+    from controller.agent.reconcile import NodeReconciler, PassResult
     from controller.kubeapi import KubeClient, KubeConfig
     from controller.models.node import SecurityAssociation
     from tests.fakes import FakeCharon, FakeXfrm
@@ -122,7 +122,7 @@ async def _run_worker() -> None:
         source = KubeInputSource(client, name, owns_client=True)
         reporter = KubeReporter(client, name, heartbeat=HEARTBEAT_SECONDS)
         charon = FakeCharon(establish=True)
-        reconciler = Reconciler(lambda: charon, FakeXfrm())
+        reconciler = NodeReconciler(lambda: charon, FakeXfrm())
         stop = asyncio.Event()
         node = SimulatedNode(name, stop, source, charon)
 

@@ -18,7 +18,7 @@ from kubernetes import client as k8s
 
 from controller.agent.interfaces import AgentInputs
 from controller.agent.kube import KubeInputSource, KubeReporter
-from controller.dataplane import NodeFacts
+from controller.facts import NodeFacts
 from controller.kubeapi import KubeClient, abort_leftover_connections, load_config
 from controller.models.node import IPsecNodeStatus
 from controller.operator.run import OperatorThread

@@ -14,8 +14,9 @@ from collections.abc import Callable
 from prometheus_client import generate_latest
 
 from controller.agent.events import EventListener, vici_subscription
-from controller.dataplane import NodeFacts, reqid_for
+from controller.facts import NodeFacts
 from controller.metrics import AgentMetrics
+from controller.ownership import reqid_for
 from controller.strongswan.vici_client import Charon, socket_path
 from tests.certs import make_ca
 from tests.charon import charon_pair, issue_node

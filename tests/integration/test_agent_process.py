@@ -66,7 +66,7 @@ def conns(charon: CharonProcess) -> str:
 
 def start_agent(charon: CharonProcess, policy_file: Path, status: Path) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        ["ip", "netns", "exec", charon.netns, sys.executable, "-m", "controller.agent",
+        ["ip", "netns", "exec", charon.netns, sys.executable, "-m", "controller.cli.agent",
          "--node", "node-1", "--address", "10.77.0.1", "--policy-file", str(policy_file),
          "--status-file", str(status), "--vici", charon.uri, "--resync-seconds", "1"],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,

@@ -16,9 +16,10 @@ from typing import Any
 
 import pytest
 
-from controller.dataplane import NodeCredentials, NodeFacts, reqid_for
+from controller.facts import NodeCredentials, NodeFacts
 from controller.models.node import SecurityAssociation
 from controller.models.policy import IPsecPolicy
+from controller.ownership import reqid_for
 from controller.strongswan.conf import DEFAULT_PLUGINS
 from controller.strongswan.diff import plan_changes
 from controller.strongswan.render import CharonPolicy, DesiredCharon, render_charon

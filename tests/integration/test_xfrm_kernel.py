@@ -25,11 +25,10 @@ from pathlib import Path
 
 import pytest
 
-from controller.dataplane import reqid_for
 from controller.models.policy import IPsecPolicySpec
+from controller.ownership import reqid_for
 from controller.xfrm import (
     ProtectEntry,
-    Xfrm,
     XfrmApplyError,
     XfrmPlan,
     XfrmPolicy,
@@ -38,7 +37,7 @@ from controller.xfrm import (
     stale_states,
 )
 from controller.xfrm import netlink as nl
-from controller.xfrm.kernel import network_namespace
+from controller.xfrm.kernel import Xfrm, network_namespace
 from tests.environment import missing
 
 if os.geteuid() != 0:
@@ -395,7 +394,8 @@ halt -f
 
 UML_CHECK = """
 import json, subprocess
-from controller.xfrm import Xfrm, stale_states
+from controller.xfrm import stale_states
+from controller.xfrm.kernel import Xfrm
 aead = "aead 'rfc4106(gcm(aes))' 0x0102030405060708091011121314151617181920 128"
 for spi, reqid in (("0xc1a2b3c4", "{reqid:#x}"), ("0xc1a2b3c5", "0x42")):
     subprocess.run(f"ip xfrm state add src 10.77.0.1 dst 10.77.0.2 proto esp spi {{spi}} "

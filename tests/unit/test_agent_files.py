@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from controller.agent.files import FileInputSource, FileReporter, LogReporter
-from controller.dataplane import NodeFacts
+from controller.facts import NodeFacts
 from controller.models.node import EnforcedPolicy, IPsecNodeStatus
 from tests.certs import make_ca, make_cert, secret_data, secret_manifest
 

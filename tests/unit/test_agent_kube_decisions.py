@@ -11,7 +11,7 @@ import pytest
 
 from controller.agent.kube import KubeReporter, node_facts, select_policies, significant
 from controller.agent.slices import PublishedPolicy
-from controller.dataplane import NodeFacts
+from controller.facts import NodeFacts
 from controller.kubeapi import ApiError, ApiUnavailableError, parse_kubeconfig
 from controller.models.node import IPsecNodeStatus
 from controller.models.peers import Peer

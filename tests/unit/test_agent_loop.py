@@ -15,7 +15,7 @@ from controller.agent import loop as loop_module
 from controller.agent.interfaces import AgentInputs
 from controller.agent.loop import LoopStats, run_loop
 from controller.agent.reconcile import PassResult
-from controller.dataplane import NodeFacts
+from controller.facts import NodeFacts
 from controller.models.node import IPsecNodeStatus
 
 NODE = NodeFacts(name="node-1", addresses=("10.77.0.1",))

@@ -8,7 +8,7 @@ from types import SimpleNamespace
 from typing import cast
 
 from controller.agent.main import _metrics
-from controller.agent.reconcile import PassResult, Reconciler
+from controller.agent.reconcile import NodeReconciler, PassResult
 from controller.models.node import IPsecNodeStatus, SecurityAssociation
 
 
@@ -42,7 +42,7 @@ def test_each_pass_updates_sas_durations_and_errors_on_the_served_endpoint() -> 
     port = _free_port()
     observe, _ = _metrics(port)
     assert observe is not None
-    reconciler = cast(Reconciler, SimpleNamespace(last_good={}))
+    reconciler = cast(NodeReconciler, SimpleNamespace(last_good={}))
     observe(_pass(["INSTALLED", "INSTALLED", "REKEYED"], [], 0.02), reconciler)
     first = _scrape(port)
     observe(_pass([], ["charon: down"], 0.5), reconciler)

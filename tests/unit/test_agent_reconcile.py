@@ -5,11 +5,12 @@ from __future__ import annotations
 import pytest
 
 from controller.agent.interfaces import AgentInputs, PolicyInput
-from controller.agent.reconcile import Reconciler, assign_reqids
-from controller.dataplane import REQID_BASE, NodeFacts
+from controller.agent.reconcile import NodeReconciler, assign_reqids
+from controller.facts import NodeFacts
 from controller.models.node import SecurityAssociation
 from controller.models.peers import Peer
 from controller.models.policy import IPsecPolicy
+from controller.ownership import REQID_BASE
 from controller.xfrm import XfrmState
 from tests.certs import make_ca, make_cert, secret_data
 from tests.fakes import FakeCharon, FakeXfrm
@@ -37,13 +38,13 @@ def inputs(*policies: IPsecPolicy, data: dict[str, str] | None = DATA,
     )
 
 
-World = tuple[FakeCharon, FakeXfrm, Reconciler]
+World = tuple[FakeCharon, FakeXfrm, NodeReconciler]
 
 
 @pytest.fixture
 def world() -> World:
     charon, xfrm = FakeCharon(), FakeXfrm()
-    return charon, xfrm, Reconciler(lambda: charon, xfrm)
+    return charon, xfrm, NodeReconciler(lambda: charon, xfrm)
 
 
 def test_first_pass_installs_everything_and_reports_enforcing(world: World) -> None:
@@ -172,7 +173,7 @@ def test_restart_with_unreadable_inputs_changes_nothing(world: World) -> None:
     charon, xfrm, rec = world
     rec.run_pass(inputs(policy()))
     held, plans = dict(xfrm.policies), len(charon.plans)
-    restarted = Reconciler(lambda: charon, xfrm)  # a new agent process: no last good state
+    restarted = NodeReconciler(lambda: charon, xfrm)  # a new agent process: no last good state
     result = restarted.run_pass(AgentInputs(node=NODE, errors=("API not synced yet",)))
     assert xfrm.policies == held
     assert len(charon.plans) == plans

@@ -6,7 +6,7 @@ from typing import Any
 
 from controller.agent.files import inputs_from_documents
 from controller.agent.slices import published_policies
-from controller.dataplane import NodeFacts
+from controller.facts import NodeFacts
 from controller.models.peers import Peer
 
 SPEC: dict[str, Any] = {

@@ -9,7 +9,7 @@ import pytest
 
 from controller.agent.interfaces import AgentInputs, PolicyInput
 from controller.agent.state import GoodPolicy, resolve
-from controller.dataplane import NodeCredentials, NodeFacts
+from controller.facts import NodeCredentials, NodeFacts
 from controller.models.policy import CertificateExpiry, IPsecPolicy
 
 NODE = NodeFacts(name="node-1", addresses=("10.77.0.1",))
@@ -28,11 +28,11 @@ def policy(name: str = "mesh", subnets: tuple[str, ...] = ("10.77.0.0/24",)) -> 
     )
 
 
-def check(data: Mapping[str, str], _: CertificateExpiry) -> tuple[Any, list[str], list[str]]:
+def check(data: Mapping[str, str], _: CertificateExpiry) -> tuple[Any, list[str]]:
     """A credential check driven by the test data: 'bad' fails, anything else passes."""
     if data.get("ca.crt") == "bad":
-        return None, ["ca.crt: not a certificate"], []
-    return CREDS, [], ["tls.crt: expires soon"] if data.get("warn") else []
+        return None, ["ca.crt: not a certificate"]
+    return CREDS, []
 
 
 GOOD = {"ca.crt": "good"}
@@ -113,10 +113,7 @@ def test_node_outside_ipsec_subnets_is_reported_not_enforced() -> None:
     assert "no address inside ipsecSubnets" in status.message
 
 
-def test_policies_are_resolved_in_name_order_and_warnings_kept() -> None:
-    inputs = AgentInputs(
-        node=NODE, policies=(item("zeta"), item("alpha", data={"ca.crt": "ok", "warn": "1"}))
-    )
+def test_policies_are_resolved_in_name_order() -> None:
+    inputs = AgentInputs(node=NODE, policies=(item("zeta"), item("alpha")))
     result = resolve(inputs, {}, check)
     assert [g.name for g in result.enforce] == ["alpha", "zeta"]
-    assert result.warnings == ("policy alpha: tls.crt: expires soon",)

@@ -23,8 +23,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from controller import crdgen
 from controller.models import IPsecNode, IPsecPolicy
+from hack.labkit import crdgen
 
 ROOT = Path(__file__).resolve().parents[2]
 CRD_FILES = {

@@ -5,7 +5,7 @@ from typing import Any
 
 import pytest
 
-from controller.dataplane import NodeCredentials, NodeFacts
+from controller.facts import NodeCredentials, NodeFacts
 from controller.models.policy import IPsecPolicy
 from controller.strongswan.diff import (
     ActualCharon,

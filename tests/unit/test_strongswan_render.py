@@ -6,9 +6,10 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from controller.dataplane import NodeCredentials, NodeFacts, reqid_for
+from controller.facts import NodeCredentials, NodeFacts
 from controller.models.peers import Peer
 from controller.models.policy import IPsecPolicy
+from controller.ownership import reqid_for
 from controller.strongswan.render import (
     CharonPolicy,
     PeerLink,

@@ -6,8 +6,8 @@ import ipaddress
 
 import pytest
 
-from controller.dataplane import BAND_SIZE, BYPASS_BASE, PROTECT_BASE
 from controller.models.policy import IPsecPolicySpec
+from controller.ownership import BAND_SIZE, BYPASS_BASE, PROTECT_BASE
 from controller.xfrm.desired import ProtectEntry, acq_expires_for, desired_policies
 from controller.xfrm.model import PortMatch, XfrmPolicy, XfrmTemplate
 

@@ -425,7 +425,7 @@ class Lab(ClusterMode, OpsSteps):
         python = self.config["python"]
         argv = [
             "ip", "netns", "exec", host.name,
-            python, "-B", "-m", "controller.agent",
+            python, "-B", "-m", "controller.cli.agent",
             "--node", host.name,
             *self.agent_input_args(host),
             "--vici", host.vici,

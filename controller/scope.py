@@ -1,69 +1,12 @@
-"""Value types and naming rules shared by the strongSwan side, the kernel side and the agent.
-
-strongmesh owns every xfrm policy it needs (charon's children use ``policies = no``), so that
-enforcement survives charon restarts. What is ours is recognised by number, never by guess:
-xfrm policy priorities in two bands, and reqids in one band.
-"""
+"""What a policy covers on a node: the address it protects, and in Tunnel mode the pods. Pure."""
 
 from __future__ import annotations
 
 import ipaddress
-import zlib
-from collections.abc import Collection, Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable
 
+from controller.facts import NodeFacts
 from controller.models.policy import IPsecPolicySpec
-
-# xfrm policy priorities: lower value = higher precedence. Bypass always beats protect.
-BYPASS_BASE = 7000
-PROTECT_BASE = 8000
-BAND_SIZE = 1000
-
-# reqids of our CHILD_SAs: "SM" in the upper 16 bits.
-REQID_BASE = 0x534D0000
-REQID_MASK = 0xFFFF
-
-
-@dataclass(frozen=True)
-class NodeFacts:
-    """What the agent knows about its own node."""
-
-    name: str
-    addresses: tuple[str, ...]
-    pod_cidrs: tuple[str, ...] = ()  # Tunnel mode: the pod networks the node routes
-    mtus: tuple[tuple[str, int], ...] = ()  # (address, MTU of its interface)
-
-
-@dataclass(frozen=True)
-class NodeCredentials:
-    """The node's credentials from the policy's Secret, as PEM text."""
-
-    cert_pem: str
-    chain_pems: tuple[str, ...]
-    key_pem: str
-    ca_pems: tuple[str, ...]
-    subject: str
-
-    def __repr__(self) -> str:  # never print key material, whoever logs the object
-        return f"NodeCredentials(subject={self.subject!r}, cas={len(self.ca_pems)})"
-
-
-def is_owned_priority(priority: int) -> bool:
-    return BYPASS_BASE <= priority < PROTECT_BASE + BAND_SIZE
-
-
-def is_owned_reqid(reqid: int) -> bool:
-    return reqid & ~REQID_MASK == REQID_BASE
-
-
-def reqid_for(policy_name: str, taken: Collection[int]) -> int:
-    """A stable reqid for a policy: crc32 of its name, probing past reqids already taken."""
-    slot = zlib.crc32(policy_name.encode()) & REQID_MASK
-    for step in range(REQID_MASK + 1):
-        candidate = REQID_BASE | ((slot + step) & REQID_MASK)
-        if candidate not in taken:
-            return candidate
-    raise RuntimeError("no free reqid in the strongmesh band")
 
 
 def node_address_for(spec: IPsecPolicySpec, node: NodeFacts) -> str | None:

@@ -1,9 +1,9 @@
-"""Which pod networks a Tunnel policy protects, and where pods live (controller.dataplane)."""
+"""Which pod networks a Tunnel policy protects, and where pods live (controller.scope)."""
 
 from __future__ import annotations
 
-from controller.dataplane import pod_space, pods_in_scope
 from controller.models.policy import IPsecPolicySpec
+from controller.scope import pod_space, pods_in_scope
 
 
 def spec(ipsec: list[str], bypass: list[str] | None = None,
