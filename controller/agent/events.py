@@ -73,7 +73,8 @@ class EventListener:
         self.events = 0
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="vici-events", daemon=True)
+        """Run the listener (``run``) in a daemon thread."""
+        self._thread = threading.Thread(target=self.run, name="vici-events", daemon=True)
         self._thread.start()
 
     def stop(self, timeout: float = 5.0) -> None:
@@ -82,7 +83,8 @@ class EventListener:
         if self._thread is not None:
             self._thread.join(timeout)
 
-    def _run(self) -> None:
+    def run(self) -> None:
+        """Listen in the calling thread until ``stop()`` (tests drive it without a thread)."""
         failing = False
         while not self._stop.is_set():
             try:

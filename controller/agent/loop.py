@@ -19,7 +19,7 @@ import contextlib
 import logging
 import signal
 import socket
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +30,9 @@ log = logging.getLogger(__name__)
 
 RETRY_SECONDS = 1.0
 WATCH_SECONDS = 0.5
+
+# How the watchers wait between looks; tests pass one they step by hand.
+Sleep = Callable[[float], Awaitable[None]]
 
 
 @dataclass
@@ -49,11 +52,11 @@ def _inode(path: Path | None) -> tuple[int, int, int] | None:
     return (st.st_dev, st.st_ino, st.st_ctime_ns)
 
 
-async def _watch_socket(path: Path, wake: asyncio.Event) -> None:
+async def _watch_socket(path: Path, wake: asyncio.Event, sleep: Sleep) -> None:
     """Wake the loop when charon's socket appears, disappears or is re-created."""
     seen = _inode(path)
     while True:
-        await asyncio.sleep(WATCH_SECONDS)
+        await sleep(WATCH_SECONDS)
         now = _inode(path)
         if now != seen:
             log.info("charon socket %s %s", path, "re-created" if now else "gone")
@@ -74,7 +77,7 @@ def open_policy_events() -> socket.socket:
     return sock
 
 
-async def _watch_policies(sock: socket.socket, wake: asyncio.Event) -> None:
+async def _watch_policies(sock: socket.socket, wake: asyncio.Event, sleep: Sleep) -> None:
     """Wake the loop when xfrm policies change (someone flushed them: repair at once).
 
     Our own changes wake it too; the pass that follows finds nothing to do.
@@ -92,7 +95,7 @@ async def _watch_policies(sock: socket.socket, wake: asyncio.Event) -> None:
     try:
         while True:
             await changed.wait()
-            await asyncio.sleep(EVENT_SETTLE_SECONDS)  # one pass per burst of changes
+            await sleep(EVENT_SETTLE_SECONDS)  # one pass per burst of changes
             changed.clear()
             wake.set()
     finally:
@@ -111,12 +114,13 @@ async def run_loop(
     stats: LoopStats | None = None,
     wake: asyncio.Event | None = None,
     handle_signals: bool = True,
+    sleep: Sleep = asyncio.sleep,
 ) -> None:
     """Run passes until ``stop`` is set (or SIGTERM/SIGINT). ``run_pass`` runs in a thread.
 
     ``wake``, set by anyone (thread-safely via the loop), asks for a pass now. Without
     ``handle_signals`` the signals are left alone (many loops in one process: the scale
-    benchmark's simulated nodes)."""
+    benchmark's simulated nodes). ``sleep`` paces the socket and policy watchers."""
     stop = stop or asyncio.Event()
     stats = stats or LoopStats()
     wake = wake or asyncio.Event()
@@ -129,9 +133,9 @@ async def run_loop(
             handlers.append(sig)
     watchers = []
     if charon_socket is not None:
-        watchers.append(asyncio.create_task(_watch_socket(charon_socket, wake)))
+        watchers.append(asyncio.create_task(_watch_socket(charon_socket, wake, sleep)))
     if policy_events is not None:
-        watchers.append(asyncio.create_task(_watch_policies(policy_events, wake)))
+        watchers.append(asyncio.create_task(_watch_policies(policy_events, wake, sleep)))
     try:
         while not stop.is_set():
             wake.clear()

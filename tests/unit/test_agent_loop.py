@@ -1,42 +1,96 @@
-"""When the agent runs a pass: start, input change, timer, charon restart, SIGHUP, retries."""
+"""When the agent runs a pass: start, input change, timer, charon restart, SIGHUP, retries.
+
+Nothing here waits on the wall clock. The resync timer is the input source's ``wait_changed``
+timeout, which these tests resolve by hand (the inputs changed, or the timer ran out); the
+socket watcher sleeps through ``SteppedSleep``, which returns when the test lets it. Each pass
+ends in exactly one ``wait_changed``, so "the loop waits again" means "the pass has run and
+been reported", and between two waits nothing can happen that the test did not cause. The
+xfrm netlink watcher needs a kernel: tests/integration/test_agent_loop_kernel.py.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
-import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from controller.agent import loop as loop_module
 from controller.agent.interfaces import AgentInputs
-from controller.agent.loop import LoopStats, run_loop
+from controller.agent.loop import RETRY_SECONDS, WATCH_SECONDS, LoopStats, run_loop
 from controller.agent.reconcile import PassResult
 from controller.facts import NodeFacts
 from controller.models.node import IPsecNodeStatus
 
 NODE = NodeFacts(name="node-1", addresses=("10.77.0.1",))
+# Only a guard against a hanging test; a correct loop never comes near it.
+HANG_GUARD_SECONDS = 5.0
 
 
-class Source:
+@dataclass
+class Wait:
+    """The loop, idle after a pass, waiting up to ``timeout`` for its inputs to change."""
+
+    timeout: float
+    outcome: asyncio.Future[bool]
+
+    def inputs_changed(self) -> None:
+        self.outcome.set_result(True)
+
+    def timer_expired(self) -> None:
+        self.outcome.set_result(False)
+
+
+class ScriptedSource:
+    """An ``InputSource`` whose inputs change, and whose timer runs out, when the test says."""
+
     def __init__(self) -> None:
-        self.changed = asyncio.Event()
         self.snapshots = 0
+        self._waits: asyncio.Queue[Wait] = asyncio.Queue()
 
     async def snapshot(self) -> AgentInputs:
         self.snapshots += 1
         return AgentInputs(node=NODE)
 
     async def wait_changed(self, timeout: float) -> bool:
-        try:
-            await asyncio.wait_for(self.changed.wait(), timeout)
-        except TimeoutError:
-            return False
-        self.changed.clear()
-        return True
+        wait = Wait(timeout, asyncio.get_running_loop().create_future())
+        self._waits.put_nowait(wait)
+        return await wait.outcome
+
+    async def next_wait(self) -> Wait:
+        """The loop's next wait: the pass before it has run and been reported."""
+        return await asyncio.wait_for(self._waits.get(), HANG_GUARD_SECONDS)
+
+
+class SteppedSleep:
+    """The watchers' ``sleep``: each one lasts until the test calls ``look()``."""
+
+    def __init__(self) -> None:
+        self.requested: list[float] = []
+        self._sleepers: asyncio.Queue[asyncio.Future[None]] = asyncio.Queue()
+        self._asleep: asyncio.Future[None] | None = None
+
+    async def __call__(self, seconds: float) -> None:
+        self.requested.append(seconds)
+        woken = asyncio.get_running_loop().create_future()
+        self._sleepers.put_nowait(woken)
+        await woken
+
+    async def _until_asleep(self) -> asyncio.Future[None]:
+        if self._asleep is None:
+            self._asleep = await asyncio.wait_for(self._sleepers.get(), HANG_GUARD_SECONDS)
+        return self._asleep
+
+    async def look(self) -> None:
+        """Let the watcher look once; returns when it sleeps again, having acted on the look."""
+        (await self._until_asleep()).set_result(None)
+        self._asleep = None
+        await self._until_asleep()
 
 
 class Reporter:
@@ -50,139 +104,151 @@ class Reporter:
             raise RuntimeError("API down")
 
 
-def passes(charon_ok: bool = True) -> tuple[list[float], Callable[[AgentInputs], PassResult]]:
-    times: list[float] = []
-
+def passing(
+    charon_ok: bool = True, retry_in: float | None = None
+) -> Callable[[AgentInputs], PassResult]:
     def run_pass(_: AgentInputs) -> PassResult:
-        times.append(time.monotonic())
-        return PassResult(IPsecNodeStatus(), "", 0.0, 0, False, charon_ok)
+        return PassResult(IPsecNodeStatus(), "", 0.0, 0, False, charon_ok, retry_in=retry_in)
 
-    return times, run_pass
+    return run_pass
 
 
-async def run_for(seconds: float, **kwargs: object) -> LoopStats:
+@dataclass
+class RunningLoop:
+    source: ScriptedSource
+    reporter: Reporter
+    stats: LoopStats
+
+
+@contextlib.asynccontextmanager
+async def running_loop(
+    run_pass: Callable[[AgentInputs], PassResult] | None = None,
+    reporter: Reporter | None = None,
+    resync_seconds: float = 60,
+    **options: Any,
+) -> AsyncIterator[RunningLoop]:
+    """``run_loop`` in a task; leaving the block stops it (and waits until it has ended)."""
+    running = RunningLoop(ScriptedSource(), reporter or Reporter(), LoopStats())
     stop = asyncio.Event()
-    stats = LoopStats()
-    task = asyncio.create_task(run_loop(stop=stop, stats=stats, **kwargs))  # type: ignore[arg-type]
-    await asyncio.sleep(seconds)
-    stop.set()
-    await asyncio.wait_for(task, 5)
-    return stats
+    task = asyncio.create_task(
+        run_loop(running.source, running.reporter, run_pass or passing(),
+                 resync_seconds=resync_seconds, stop=stop, stats=running.stats, **options)
+    )
+    try:
+        yield running
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, HANG_GUARD_SECONDS)
 
 
-async def test_a_pass_runs_at_start_and_is_reported() -> None:
-    reporter = Reporter()
-    times, run_pass = passes()
-    await run_for(0.2, source=Source(), reporter=reporter, run_pass=run_pass,
-                  resync_seconds=60)
-    assert len(times) == 1
-    assert len(reporter.reports) == 1
+async def test_a_pass_runs_at_start_is_reported_and_stopping_runs_no_further_pass() -> None:
+    async with running_loop() as agent:
+        wait = await agent.source.next_wait()
+        assert agent.stats.passes == agent.source.snapshots == len(agent.reporter.reports) == 1
+    assert wait.outcome.cancelled()  # stopping ended the wait ...
+    assert agent.stats.passes == 1  # ... and no pass followed
 
 
 async def test_input_change_triggers_a_pass_before_the_timer() -> None:
-    source = Source()
-    times, run_pass = passes()
-
-    async def poke() -> None:
-        await asyncio.sleep(0.1)
-        source.changed.set()
-
-    poker = asyncio.create_task(poke())
-    await run_for(0.4, source=source, reporter=Reporter(), run_pass=run_pass, resync_seconds=60)
-    await poker
-    assert len(times) == 2
+    async with running_loop(resync_seconds=60) as agent:
+        wait = await agent.source.next_wait()
+        assert wait.timeout == 60
+        wait.inputs_changed()
+        await agent.source.next_wait()
+        assert agent.stats.passes == agent.source.snapshots == 2
 
 
-async def test_timer_repeats_passes() -> None:
-    times, run_pass = passes()
-    await run_for(0.55, source=Source(), reporter=Reporter(), run_pass=run_pass,
-                  resync_seconds=0.1)
-    assert 4 <= len(times) <= 7
-
-
-async def test_failed_charon_retries_sooner_than_the_timer(
-    monkeypatch: pytest.MonkeyPatch,
+@pytest.mark.parametrize(
+    ("charon_ok", "resync_seconds", "timer"),
+    [
+        (True, 0.1, 0.1),  # the resync timer
+        (False, 60, RETRY_SECONDS),  # charon unreachable: retried sooner, again and again
+    ],
+)
+async def test_each_expiry_of_the_timer_runs_a_pass(
+    charon_ok: bool, resync_seconds: float, timer: float
 ) -> None:
-    monkeypatch.setattr(loop_module, "RETRY_SECONDS", 0.1)
-    times, run_pass = passes(charon_ok=False)
-    await run_for(0.45, source=Source(), reporter=Reporter(), run_pass=run_pass,
-                  resync_seconds=60)
-    assert len(times) >= 3
+    async with running_loop(passing(charon_ok), resync_seconds=resync_seconds) as agent:
+        for _ in range(3):
+            wait = await agent.source.next_wait()
+            assert wait.timeout == timer
+            wait.timer_expired()
+        await agent.source.next_wait()
+        assert agent.stats.passes == 4
+
+
+@pytest.mark.parametrize(
+    ("charon_ok", "retry_in", "resync_seconds", "timer"),
+    [
+        (True, None, 60, 60),
+        (False, None, 60, RETRY_SECONDS),
+        (False, None, 0.5, 0.5),  # a retry never comes later than the resync
+        (True, 5.0, 60, 5.0),  # an initiation back-off runs out first
+        (False, 0.2, 60, 0.2),
+        (True, 90.0, 60, 60),
+    ],
+)
+async def test_the_next_pass_is_due_at_the_soonest_of_resync_retry_and_back_off(
+    charon_ok: bool, retry_in: float | None, resync_seconds: float, timer: float
+) -> None:
+    async with running_loop(passing(charon_ok, retry_in), resync_seconds=resync_seconds) as agent:
+        wait = await agent.source.next_wait()
+    assert wait.timeout == timer
 
 
 async def test_reporting_failure_does_not_stop_enforcement() -> None:
-    times, run_pass = passes()
-    await run_for(0.35, source=Source(), reporter=Reporter(fail=True), run_pass=run_pass,
-                  resync_seconds=0.1)
-    assert len(times) >= 2
+    reporter = Reporter(fail=True)
+    async with running_loop(reporter=reporter) as agent:
+        (await agent.source.next_wait()).timer_expired()
+        await agent.source.next_wait()
+        assert agent.stats.passes == len(reporter.reports) == 2
 
 
-async def test_recreated_charon_socket_triggers_a_pass(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+def _recreate(sock: Path) -> None:
+    # Written beside the old file, so the new one cannot reuse its inode number.
+    (sock.parent / "new").write_text("")
+    os.replace(sock.parent / "new", sock)
+
+
+@pytest.mark.parametrize(
+    ("exists_before", "change"),
+    [(True, _recreate), (True, Path.unlink), (False, Path.touch)],
+    ids=["re-created", "gone", "appeared"],
+)
+async def test_charon_socket_change_triggers_a_pass(
+    tmp_path: Path, exists_before: bool, change: Callable[[Path], object]
 ) -> None:
-    monkeypatch.setattr(loop_module, "WATCH_SECONDS", 0.02)
     sock = tmp_path / "charon.vici"
-    sock.write_text("")
-    times, run_pass = passes()
+    if exists_before:
+        sock.write_text("")
+    sleep = SteppedSleep()
+    wake = asyncio.Event()
+    async with running_loop(charon_socket=sock, sleep=sleep, wake=wake) as agent:
+        first = await agent.source.next_wait()
+        await sleep.look()
+        assert not wake.is_set(), "an unchanged socket woke the loop"
+        change(sock)
+        await sleep.look()
+        await agent.source.next_wait()
+        assert agent.stats.passes == 2
+    assert first.outcome.cancelled()  # the watcher, not the inputs, caused the pass
+    assert set(sleep.requested) == {WATCH_SECONDS}
 
-    async def restart_charon() -> None:
-        await asyncio.sleep(0.15)
-        sock.unlink()
-        (tmp_path / "new").write_text("")
-        os.replace(tmp_path / "new", sock)
 
-    restarter = asyncio.create_task(restart_charon())
-    await run_for(0.5, source=Source(), reporter=Reporter(), run_pass=run_pass,
-                  resync_seconds=60, charon_socket=sock)
-    await restarter
-    assert len(times) >= 2
+async def test_wake_runs_a_pass_now() -> None:
+    wake = asyncio.Event()
+    async with running_loop(wake=wake) as agent:
+        first = await agent.source.next_wait()
+        wake.set()  # what the event listener does when an SA goes up or down
+        await agent.source.next_wait()
+        assert agent.stats.passes == 2
+    assert first.outcome.cancelled()
 
 
 async def test_sighup_triggers_a_pass() -> None:
-    times, run_pass = passes()
-
-    async def hup() -> None:
-        await asyncio.sleep(0.1)
+    async with running_loop() as agent:
+        first = await agent.source.next_wait()
         os.kill(os.getpid(), signal.SIGHUP)
-
-    sender = asyncio.create_task(hup())
-    await run_for(0.4, source=Source(), reporter=Reporter(), run_pass=run_pass,
-                  resync_seconds=60)
-    await sender
-    assert len(times) == 2
-
-
-async def test_stopping_runs_no_further_pass() -> None:
-    times, run_pass = passes()
-    stats = await run_for(0.1, source=Source(), reporter=Reporter(), run_pass=run_pass,
-                          resync_seconds=60)
-    assert stats.passes == len(times) == 1
-
-
-async def test_xfrm_policy_change_in_the_namespace_triggers_a_pass() -> None:
-    import subprocess
-
-    from controller.agent.loop import open_policy_events
-    from controller.xfrm.kernel import network_namespace
-
-    name = f"smloop{os.getpid()}"
-    subprocess.run(["ip", "netns", "add", name], check=True)
-    try:
-        with network_namespace(name):
-            events = open_policy_events()
-        times, run_pass = passes()
-
-        async def flush_policies() -> None:
-            await asyncio.sleep(0.15)
-            subprocess.run(["ip", "-n", name, "xfrm", "policy", "add", "src", "10.9.0.1/32",
-                            "dst", "10.9.0.2/32", "dir", "out", "priority", "7000",
-                            "action", "allow"], check=True)
-
-        changer = asyncio.create_task(flush_policies())
-        await run_for(0.6, source=Source(), reporter=Reporter(), run_pass=run_pass,
-                      resync_seconds=60, policy_events=events)
-        await changer
-        events.close()
-        assert len(times) == 2
-    finally:
-        subprocess.run(["ip", "netns", "delete", name], check=False)
+        await agent.source.next_wait()
+        assert agent.stats.passes == 2
+    assert first.outcome.cancelled()

@@ -1,24 +1,24 @@
-"""The agent's metrics endpoint reflects each reconcile pass (``controller.agent.main``)."""
+"""The agent's metrics reflect each reconcile pass (``controller.agent.main``).
+
+``serve`` is replaced by a recorder, so the registry is read directly; the served HTTP
+endpoint is scraped in tests/integration/test_agent_metrics_http.py.
+"""
 
 from __future__ import annotations
 
-import socket
-import urllib.request
 from types import SimpleNamespace
 from typing import cast
 
+import pytest
+from prometheus_client import CollectorRegistry, generate_latest
+
+from controller import metrics
 from controller.agent.main import _metrics
 from controller.agent.reconcile import NodeReconciler, PassResult
 from controller.models.node import IPsecNodeStatus, SecurityAssociation
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _pass(states: list[str], errors: list[str], seconds: float) -> PassResult:
+def pass_result(states: list[str], errors: list[str], seconds: float) -> PassResult:
     sas = [SecurityAssociation(policy="mesh", peer=f"10.77.0.{i}", state=st)
            for i, st in enumerate(states, start=2)]
     return PassResult(
@@ -27,26 +27,35 @@ def _pass(states: list[str], errors: list[str], seconds: float) -> PassResult:
     )
 
 
-def _scrape(port: int) -> str:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
-        return cast(bytes, response.read()).decode()
+@pytest.fixture
+def served(monkeypatch: pytest.MonkeyPatch) -> list[tuple[CollectorRegistry, int]]:
+    """What ``_metrics`` asked to serve, instead of serving it."""
+    calls: list[tuple[CollectorRegistry, int]] = []
+    monkeypatch.setattr(metrics, "serve", lambda registry, port: calls.append((registry, port)))
+    return calls
 
 
-def test_metrics_port_zero_serves_nothing_and_records_nothing() -> None:
+def test_metrics_port_zero_serves_nothing_and_records_nothing(
+    served: list[tuple[CollectorRegistry, int]],
+) -> None:
     observe, count = _metrics(0)
     assert observe is None
     assert count is None
+    assert served == []
 
 
-def test_each_pass_updates_sas_durations_and_errors_on_the_served_endpoint() -> None:
-    port = _free_port()
-    observe, _ = _metrics(port)
+def test_each_pass_updates_sas_durations_and_errors_in_the_served_registry(
+    served: list[tuple[CollectorRegistry, int]],
+) -> None:
+    observe, _ = _metrics(metrics.AGENT_PORT)
     assert observe is not None
+    ((registry, port),) = served
+    assert port == metrics.AGENT_PORT
     reconciler = cast(NodeReconciler, SimpleNamespace(last_good={}))
-    observe(_pass(["INSTALLED", "INSTALLED", "REKEYED"], [], 0.02), reconciler)
-    first = _scrape(port)
-    observe(_pass([], ["charon: down"], 0.5), reconciler)
-    second = _scrape(port)
+    observe(pass_result(["INSTALLED", "INSTALLED", "REKEYED"], [], 0.02), reconciler)
+    first = generate_latest(registry).decode()
+    observe(pass_result([], ["charon: down"], 0.5), reconciler)
+    second = generate_latest(registry).decode()
     assert 'strongmesh_sas{policy="mesh",state="INSTALLED"} 2.0' in first
     assert 'strongmesh_sas{policy="mesh",state="REKEYED"} 1.0' in first
     assert "strongmesh_reconcile_errors_total 0.0" in first

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -202,70 +201,3 @@ def test_json_output(capsys: pytest.CaptureFixture[str]) -> None:
         "message": "unknown keyword 'sha257' (did you mean 'sha256'?)",
         "code": "proposal.unknown-keyword",
     }
-
-
-def test_console_script_runs_validate() -> None:
-    script = Path(sys.executable).parent / "strongmesh"
-    good = subprocess.run(
-        [str(script), "validate", "-f", str(EXAMPLES / "policy.yaml")],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert (good.returncode, good.stdout) == (0, "")
-    bad = subprocess.run(
-        [str(script), "validate", "-f", str(BAD / "subnet-prefix.yaml")],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert bad.returncode == 1
-    assert "spec.ipsecSubnets[0]: '10.0.0.0/33' is not a CIDR" in bad.stdout
-
-
-def test_make_certs_output_validates(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
-    """hack/make-certs writes what validate accepts, keys 0600, and reuses its CA."""
-    out = tmp_path / "certs"
-    secret = tmp_path / "secret.yaml"
-
-    def make_certs(*args: str) -> None:
-        subprocess.run(
-            [
-                sys.executable,
-                str(ROOT / "hack" / "make-certs"),
-                "--out",
-                str(out),
-                "--key-type",
-                "ecdsa",
-                *args,
-            ],
-            check=True,
-            capture_output=True,
-        )
-
-    make_certs("--node", "node-1", "--secret-out", str(secret))
-    for key_file in ("ca.key", "tls.key", "node-1.key", "../secret.yaml"):
-        assert (out / key_file).stat().st_mode & 0o777 == 0o600, key_file
-    ca_before = (out / "ca.crt").read_text()
-    make_certs("--node", "node-2")
-    assert (out / "ca.crt").read_text() == ca_before
-
-    subjects = []
-    for node in ("tls", "node-1", "node-2"):
-        data = {
-            "tls.crt": (out / f"{node}.crt").read_text(),
-            "tls.key": (out / f"{node}.key").read_text(),
-            "ca.crt": ca_before,
-        }
-        credentials, findings = validate_credentials(data, CertificateExpiry())
-        assert findings == []
-        assert credentials is not None
-        subjects.append(credentials.subject)
-    assert subjects == [
-        f"C=US, O=strongmesh, CN={cn}" for cn in ("strongmesh-node", "node-1", "node-2")
-    ]
-
-    policy = tmp_path / "policy.yaml"
-    policy.write_text((EXAMPLES / "policy-optional.yaml").read_text())
-    status, lines = run(capsys, "-f", str(policy), "-f", str(secret))
-    assert (status, lines) == (0, [])

@@ -1,17 +1,15 @@
-"""The Dockerfile lints cleanly and keeps its promises (no container engine here to build it)."""
+"""The Dockerfile keeps its promises (no container engine here to build it). hadolint's verdict:
+tests/integration/test_dockerfile_hadolint.py."""
 
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "Dockerfile"
-HADOLINT = Path(sys.executable).parent / "hadolint"
 BUILD_TOOLS = ("gcc", "build-essential", "make", "python3-dev", "python3-pip", "python3-venv")
 
 
@@ -20,29 +18,6 @@ def stages(text: str) -> list[str]:
     joined = re.sub(r"\\\n", " ", text)
     parts = re.split(r"^(?=FROM\s)", joined, flags=re.MULTILINE)
     return [p for p in parts if p.startswith("FROM")]
-
-
-def hadolint(path_or_stdin: str, text: str | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(HADOLINT), "--no-color", "--failure-threshold", "style", path_or_stdin],
-        input=text,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-
-
-def test_dockerfile_passes_hadolint_at_every_severity() -> None:
-    result = hadolint(str(DOCKERFILE))
-    assert result.returncode == 0, result.stdout + result.stderr
-
-
-def test_hadolint_reports_a_bad_dockerfile() -> None:
-    # The linter really runs: an unpinned base and recommends-installing apt fail.
-    result = hadolint("-", "FROM debian\nRUN apt-get update && apt-get install -y gcc\n")
-    assert result.returncode == 1
-    assert "DL3006" in result.stdout
-    assert "DL3015" in result.stdout
 
 
 def test_image_is_multi_stage_from_debian() -> None:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
@@ -20,7 +18,6 @@ from tests.certs import (
     make_ca,
     make_cert,
     make_key,
-    name,
     not_yet_valid,
     pem_bundle,
     secret_data,
@@ -373,24 +370,6 @@ def test_expiry_level_with_custom_thresholds() -> None:
     assert expiry_level(NOW + timedelta(hours=1), expiry, NOW) == "error"
 
 
-def test_subject_is_printed_as_strongswan_prints_it(tmp_path: Path) -> None:
-    """Cross-check against strongSwan's own `pki --print` (installed with strongswan-pki)."""
-    if shutil.which("pki") is None:
-        pytest.fail("strongswan-pki is a system dependency (hack/install-system-deps)")
-    subject = name("node-1", org="strongmesh")
-    node = make_cert(CA, subject=subject)
-    credentials, _ = validate_credentials(secret_data(node, [CA]), EXPIRY, now=NOW)
-    assert credentials is not None
-    (tmp_path / "cert.pem").write_text(credentials.cert_pem)
-    printed = subprocess.run(
-        ["pki", "--print", "--in", str(tmp_path / "cert.pem")],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    assert f'subject:  "{credentials.subject}"' in printed
-
-
 def test_ca_bundle_with_many_cas_in_pem_order() -> None:
     cas = [make_ca(f"CA {i}") for i in range(3)]
     node = make_cert(cas[2])
@@ -400,72 +379,3 @@ def test_ca_bundle_with_many_cas_in_pem_order() -> None:
     assert findings == []
     assert credentials is not None
     assert len(credentials.ca_pems) == 3
-
-
-def test_sha1_signed_chain_is_accepted_with_a_warning(tmp_path: Path) -> None:
-    """Old deployments have SHA-1-signed certificates; cryptography no longer signs them, so
-    openssl makes them. strongSwan accepts them: a warning, not a broken-chain error."""
-    if shutil.which("openssl") is None:
-        pytest.fail("openssl is needed to build a SHA-1 signed certificate")
-
-    def run(*args: str) -> None:
-        subprocess.run(["openssl", *args], cwd=tmp_path, check=True, capture_output=True)
-
-    run(
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.crt",
-        "-subj",
-        "/CN=SHA1 CA",
-        "-sha1",
-        "-days",
-        "90",
-        "-addext",
-        "basicConstraints=critical,CA:TRUE",
-        "-addext",
-        "keyUsage=keyCertSign",
-    )
-    run(
-        "req",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-keyout",
-        "n.key",
-        "-out",
-        "n.csr",
-        "-subj",
-        "/CN=node",
-    )
-    run(
-        "x509",
-        "-req",
-        "-in",
-        "n.csr",
-        "-CA",
-        "ca.crt",
-        "-CAkey",
-        "ca.key",
-        "-out",
-        "n.crt",
-        "-sha1",
-        "-days",
-        "60",
-        "-set_serial",
-        "5",
-    )
-    data = {
-        k: (tmp_path / f).read_text()
-        for k, f in (("tls.crt", "n.crt"), ("tls.key", "n.key"), ("ca.crt", "ca.crt"))
-    }
-    credentials, findings = validate_credentials(data, EXPIRY)
-    assert credentials is not None
-    assert [str(f) for f in findings] == [
-        "tls.crt: signed with SHA1, which is weak; reissue it with SHA-256"
-    ]
