@@ -1,4 +1,4 @@
-"""Which Kubernetes Events to post for a policy (PURE).
+"""Which Kubernetes Events to post for a policy, and what they say (PURE).
 
 Events are for people watching ``kubectl describe`` / ``kubectl get events``: each problem is
 announced when it appears or changes, not on every reconcile (the operator re-evaluates a
@@ -11,7 +11,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
+
+from controller.models.common import API_VERSION
+from controller.operator.records import PolicyMeta
 
 EventType = Literal["Normal", "Warning"]
 
@@ -97,3 +100,38 @@ def decide_events(
     if facts.became_ready:
         out.append(EventSpec("Normal", "Ready", facts.ready_message or "policy is Ready"))
     return out, kept
+
+
+def policy_reference(meta: PolicyMeta) -> dict[str, str]:
+    """The ``involvedObject`` of an Event about a policy."""
+    return {"apiVersion": API_VERSION, "kind": "IPsecPolicy", "name": meta.name,
+            "uid": meta.uid, "resourceVersion": meta.resource_version}
+
+
+def object_reference(obj: Mapping[str, Any]) -> dict[str, str]:
+    """The ``involvedObject`` of an Event about any cluster-scoped object (a CSR)."""
+    meta = obj.get("metadata") or {}
+    return {"apiVersion": str(obj.get("apiVersion", "")), "kind": str(obj.get("kind", "")),
+            "name": str(meta.get("name", "")), "uid": str(meta.get("uid", "")),
+            "resourceVersion": str(meta.get("resourceVersion", ""))}
+
+
+def event_body(
+    involved: Mapping[str, str], spec: EventSpec, namespace: str, instance: str, stamp: str
+) -> dict[str, Any]:
+    """A core/v1 Event (cluster-scoped objects' Events live in ``namespace``, as kopf's do)."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {"generateName": f"{involved['name']}.", "namespace": namespace},
+        "involvedObject": dict(involved),
+        "type": spec.type,
+        "reason": spec.reason,
+        "message": spec.message[:1024],
+        "source": {"component": "strongmesh-operator"},
+        "reportingComponent": "strongmesh.io/operator",
+        "reportingInstance": instance,
+        "firstTimestamp": stamp,
+        "lastTimestamp": stamp,
+        "count": 1,
+    }

@@ -1,12 +1,12 @@
-"""Thin kopf registrations: every watch event goes to the ``Reconciler``'s state, nothing else.
+"""Thin kopf registrations: every watch event goes to the ``PolicyReconciler``, nothing else.
 
 Handlers are ``async`` so that they run on the operator's loop (kopf runs sync handlers in a
 thread pool, and the state is not thread-safe). Only ``@kopf.on.event`` handlers are used, on
 purpose: they make kopf a watcher and nothing more. kopf's change-detecting handlers
 (create/update/delete) would store their progress and a diff base in the policy's annotations
 and add kopf's own finalizer; the operator must write nothing but the policy's status and the
-``strongmesh.io/teardown`` finalizer, which the ``Reconciler`` manages itself. Secrets are not
-watched through kopf (that would be a cluster-wide Secret watch): see ``secrets``.
+``strongmesh.io/teardown`` finalizer, which the ``PolicyReconciler`` manages itself. Secrets are
+not watched through kopf (that would be a cluster-wide Secret watch): see ``secrets``.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import kopf
 
 from controller.kubeapi import ApiError, ApiUnavailableError, KubeConfig
 from controller.models.common import GROUP, VERSION
-from controller.operator.reconciler import Reconciler
+from controller.operator.reconciler import PolicyReconciler
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +41,7 @@ def connection_info(config: KubeConfig) -> kopf.ConnectionInfo:
     )
 
 
-def build_registry(reconciler: Reconciler, config: KubeConfig) -> kopf.OperatorRegistry:
+def build_registry(reconciler: PolicyReconciler, config: KubeConfig) -> kopf.OperatorRegistry:
     """A registry of its own per operator instance (tests run several, one after another)."""
     registry = kopf.OperatorRegistry()
 

@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from controller.models.common import LabelSelector
+from controller.operator.records import PolicyRecord
 from controller.operator.status import OverlapReport, selected_nodes
 
 
@@ -61,3 +62,16 @@ def find_overlaps(
                 OverlapReport(other=first.name, ours=pair[1], theirs=pair[0], nodes=tuple(shared))
             )
     return reports
+
+
+def overlaps_of(
+    name: str, policies: Mapping[str, PolicyRecord], nodes: Mapping[str, Mapping[str, str]]
+) -> list[OverlapReport]:
+    """The conflicts of one policy with the others. A policy being deleted claims nothing any
+    more; one whose body does not parse claims nothing yet."""
+    scopes = [
+        PolicyScope(other, spec.node_selector, tuple(spec.ipsec_subnets))
+        for other, record in policies.items()
+        if (spec := record.checked.spec) is not None and not record.meta.deleting
+    ]
+    return find_overlaps(scopes, nodes).get(name, [])

@@ -16,11 +16,15 @@ import hashlib
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
-from controller.models.common import LabelSelector
+from controller.models.common import API_VERSION, LabelSelector
 from controller.models.node import IPsecNode
 from controller.models.peers import IPsecPeerSliceSpec, Peer
 from controller.models.policy import IPsecPolicySpec
+from controller.operator.records import PolicyMeta, PolicyRecord
+from controller.pki import fingerprint
+from controller.validation import IssuerCA
 
 SLICE_CAPACITY = 100
 _MAX_BASE = 240  # slice names are "<base>-<index>"; object names stay within 253 characters
@@ -136,3 +140,48 @@ def plan_slices(
 def plan_removal(existing: Mapping[str, IPsecPeerSliceSpec]) -> SlicePlan:
     """Every slice of a policy that is gone."""
     return SlicePlan(deletes=tuple(sorted(existing)))
+
+
+def plan_publication(
+    record: PolicyRecord,
+    issuer: IssuerCA | None,
+    existing: Mapping[str, IPsecPeerSliceSpec],
+    node_labels: Mapping[str, Mapping[str, str]],
+    ipsec_nodes: Mapping[str, IPsecNode],
+    pod_cidrs: Mapping[str, Sequence[str]],
+) -> SlicePlan:
+    """The writes that bring the policy's slices (``existing``) in line: the spec (the current
+    one if valid, else the one already published: an invalid edit never reaches a node), the
+    deletion flag, the peers, and in issuer mode the CAs to trust and the one that signs
+    (``issuer``: the issuing CA if its Secret is valid now; else kept as published)."""
+    published = max(existing.values(), key=lambda s: s.policy_generation, default=None)
+    spec, generation = record.valid_spec, record.meta.generation
+    if spec is None:
+        if published is None or published.policy_spec is None:
+            return SlicePlan()  # never valid: nothing reaches the agents
+        spec, generation = published.policy_spec, published.policy_generation
+    trust, signer = "", ""
+    if spec.credentials.issuer is not None:
+        if issuer is not None:
+            trust, signer = "".join(issuer.bundle_pems), fingerprint(issuer.cert_pem)
+        elif published is not None:
+            trust, signer = published.trust_bundle, published.signer
+    peers = policy_peers(record.name, spec.node_selector, node_labels, ipsec_nodes, pod_cidrs)
+    return plan_slices(record.name, generation, spec, record.meta.deleting, peers, existing,
+                       trust_bundle=trust, signer=signer)
+
+
+def new_slice(name: str, spec: IPsecPeerSliceSpec, owner: PolicyMeta | None) -> dict[str, Any]:
+    """The IPsecPeerSlice to create; owned by its policy (if it still exists), so that a real
+    cluster's garbage collector removes it with the policy too."""
+    meta: dict[str, Any] = {"name": name, "labels": {"app.kubernetes.io/part-of": "strongmesh"}}
+    if owner is not None:
+        meta["ownerReferences"] = [{"apiVersion": API_VERSION, "kind": "IPsecPolicy",
+                                    "name": owner.name, "uid": owner.uid}]
+    return {"apiVersion": API_VERSION, "kind": "IPsecPeerSlice", "metadata": meta,
+            "spec": spec.to_api()}
+
+
+def replace_slice_spec(spec: IPsecPeerSliceSpec) -> list[dict[str, Any]]:
+    """The JSON patch that rewrites an existing slice's content."""
+    return [{"op": "replace", "path": "/spec", "value": spec.to_api()}]

@@ -1,18 +1,19 @@
-"""The operator's I/O glue: compute a policy's status, write it, and own the deletion flow.
+"""The operator's I/O for IPsecPolicies: read the state, ask the pure modules, write, log.
 
-The watch handlers (``handlers``) only update ``ClusterState`` and mark policies dirty; the
-``Coalescer`` then calls ``reconcile(name)`` at most once per second per policy, which:
-1. ensures the ``strongmesh.io/teardown`` finalizer (the operator's only metadata write);
-2. checks the policy body and its Secret with the shared validation library;
-3. computes the status (pure ``status.compute_status``) and writes it to the status
-   subresource only when it differs from what the API serves;
-4. publishes the policy to the agents in IPsecPeerSlices (``peers``): the last spec that
-   passed validation, whether it is being deleted, and its peers; only changed slices are
-   written, and an invalid edit leaves them as they are (the nodes keep the last good spec);
+The watch handlers (``handlers``) feed ``ClusterState``, which parses every object once and
+says which policies to look at again; the ``Coalescer`` then calls ``reconcile(name)`` at most
+once per interval per policy, which:
+1. adds the ``strongmesh.io/teardown`` finalizer when ``finalizer`` says it is missing (the
+   operator's only metadata write);
+2. reads the policy's Secret, judged by ``verdicts``;
+3. evaluates the policy (``evaluation``: status, status patch, what Events should say) and
+   writes the status subresource only when it differs from what the API serves;
+4. publishes the policy to the agents in IPsecPeerSlices (``peers.plan_publication``): the
+   last spec that passed validation, whether it is being deleted, and its peers; only changed
+   slices are written;
 5. posts the Events that ``events.decide_events`` asks for;
-6. for a deleting policy, removes the finalizer once no existing node's IPsecNode still lists
-   the policy (the agents have torn down), or after ``teardown_timeout`` with a Warning; its
-   slices go when the policy is gone.
+6. for a deleting policy, removes the finalizer when ``finalizer.decide_teardown`` says so;
+   its slices go when the policy is gone.
 IPsecNodes whose Node is gone are deleted on the Node's deletion event and by a periodic sweep.
 """
 
@@ -24,50 +25,55 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from controller.kubeapi import ApiError, ApiUnavailableError, KubeClient
-from controller.models.common import API_VERSION, GROUP, VERSION
+from controller.models.common import GROUP, VERSION
 from controller.models.peers import IPsecPeerSliceSpec
-from controller.models.policy import IPsecPolicy, IPsecPolicySpec, IPsecPolicyStatus
+from controller.models.policy import IPsecPolicySpec
 from controller.operator import events as ev
+from controller.operator.evaluation import evaluate_policy
+from controller.operator.finalizer import (
+    JsonPatch,
+    decide_teardown,
+    finalizer_to_add,
+    nodes_still_enforcing,
+)
 from controller.operator.metrics import OperatorMetrics
-from controller.operator.overlap import PolicyScope, find_overlaps
-from controller.operator.peers import SlicePlan, plan_removal, plan_slices, policy_peers
+from controller.operator.overlap import overlaps_of
+from controller.operator.peers import (
+    SlicePlan,
+    new_slice,
+    plan_publication,
+    plan_removal,
+    policy_peers,
+    replace_slice_spec,
+)
+from controller.operator.records import (
+    PolicyMeta,
+    PolicyRecord,
+    SecretContents,
+    SecretKey,
+    in_force,
+    policy_using_issuer,
+)
 from controller.operator.secrets import SecretWatches
 from controller.operator.signer import CSRS, CsrSigner
-from controller.operator.state import ClusterState, secret_ref
-from controller.operator.status import (
-    READY,
-    CredentialsVerdict,
-    OverlapReport,
-    PolicyFacts,
-    compute_status,
-    condition,
-    invalid_body_status,
-    missing_pairs,
-    policies_listed,
-    selected_nodes,
-)
+from controller.operator.state import ClusterState
+from controller.operator.status import OverduePairs, missing_pairs, rfc3339, selected_nodes
 from controller.operator.throttle import Coalescer
-from controller.operator.verdicts import CredentialsCheck, check_credentials, check_policy
-from controller.pki import fingerprint
+from controller.operator.verdicts import SecretAssessment, assess_secret, unreadable_secret
 from controller.validation import IssuerCA
 
 log = logging.getLogger(__name__)
 
-FINALIZER = "strongmesh.io/teardown"
 POLICIES = f"/apis/{GROUP}/{VERSION}/ipsecpolicies"
 IPSECNODES = f"/apis/{GROUP}/{VERSION}/ipsecnodes"
 SLICES = f"/apis/{GROUP}/{VERSION}/ipsecpeerslices"
 NODES = "/api/v1/nodes"
-
-
-class SecretUnreadableError(Exception):
-    """RBAC does not let the operator read the Secret a policy references."""
 
 
 @dataclass(frozen=True)
@@ -84,54 +90,48 @@ class OperatorConfig:
     agent_user: str = "system:serviceaccount:strongmesh-system:strongmesh-agent"
 
 
+def _wall_clock() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class Clocks:
+    """The operator's clocks (tests bring their own): wall time for timestamps and the
+    teardown timeout; monotonic seconds for the status throttle and repeated Events."""
+
+    wall: Callable[[], datetime] = _wall_clock
+    monotonic: Callable[[], float] = time.monotonic
+
+
 _REMOVAL = "removal:"  # queue key prefix: the slices of a policy that is gone
 
 
-def rfc3339(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+class PolicyReconciler:
+    """Brings each IPsecPolicy's status, slices, Events and finalizer in line with the cluster."""
 
-
-def parse_time(value: str) -> datetime:
-    return datetime.fromisoformat(value.replace("Z", "+00:00"))
-
-
-def _newer_or_same(old: dict[str, Any] | None, new: dict[str, Any]) -> bool:
-    """False only when both resourceVersions are numbers and the new one is older."""
-    if old is None:
-        return True
-    a = str(old.get("metadata", {}).get("resourceVersion", ""))
-    b = str(new.get("metadata", {}).get("resourceVersion", ""))
-    return not (a.isdigit() and b.isdigit() and int(b) < int(a))
-
-
-class Reconciler:
     def __init__(
         self, client: KubeClient, config: OperatorConfig | None = None,
-        now: Callable[[], datetime] = lambda: datetime.now(UTC),
-        monotonic: Callable[[], float] = time.monotonic,
-        metrics: OperatorMetrics | None = None,
+        clocks: Clocks | None = None, metrics: OperatorMetrics | None = None,
     ) -> None:
         self.client = client
         self.config = config or OperatorConfig()
+        self.clocks = clocks or Clocks()
         self.metrics = metrics
         self.state = ClusterState()
         self.status_writes = 0
-        self._now = now
-        self._monotonic = monotonic
+        self.slice_writes = 0
         self._posted: dict[str, dict[str, ev.Posted]] = {}
+        self._overdue = OverduePairs()
         self._coalescer = Coalescer(
-            self._counted_reconcile, self.config.status_interval,
+            self._counted_reconcile, self.config.status_interval, self.clocks.monotonic,
             expected=(ApiError, ApiUnavailableError),
         )
         self._instance = os.environ.get("POD_NAME") or socket.gethostname()
         self._primed = asyncio.Event()
-        self.slice_writes = 0
         self.signer = CsrSigner(
-            client, self.config.agent_user, self._valid_policies, lambda: self.state.nodes,
-            self._issuer_ca, self._post_about,
+            client, self.config.agent_user, lambda: in_force(self.state.policies),
+            lambda: self.state.nodes, self._issuer_ca, self._post_about,
         )
-        # (policy, node, peer) -> when the operator first saw the pair without an SA
-        self._missing_since: dict[tuple[str, str, str], float] = {}
         self.secret_watches = SecretWatches(client, self.on_secret)
 
     # ---- called by the watch handlers -------------------------------------------------------
@@ -139,18 +139,20 @@ class Reconciler:
         for name in names:
             self._coalescer.mark(name)
 
+    def pending(self) -> set[str]:
+        """Policies (and removals) waiting for their next pass."""
+        return self._coalescer.pending()
+
     def on_policy(self, kind: str | None, body: dict[str, Any]) -> None:
         name = body["metadata"]["name"]
-        if kind != "DELETED" and not _newer_or_same(self.state.policies.get(name), body):
-            return
         affected = self.state.apply_policy(kind, body)
         if self.state.referenced() != self.secret_watches.keys():
             self.secret_watches.follow(self.state.referenced())
         if kind == "DELETED":
             self._coalescer.forget(name)
             self._posted.pop(name, None)
+            self._overdue.forget(name)
             affected.discard(name)
-            self._missing_since = {k: v for k, v in self._missing_since.items() if k[0] != name}
             if self.metrics is not None:
                 self.metrics.forget(name)
             self._coalescer.mark(_REMOVAL + name)  # its slices go, through the same queue
@@ -250,195 +252,156 @@ class Reconciler:
         return collected
 
     # ---- one policy --------------------------------------------------------------------------
-    async def _secret(self, policy_body: dict[str, Any]) -> dict[str, Any] | None:
-        """The referenced Secret (None: not found); ``SecretUnreadableError`` when RBAC
-        refuses it (not cached: the Secret's watch keeps retrying and reports it once
-        readable, e.g. after the chart's ``credentials.secretNames`` was extended)."""
-        ref = secret_ref(policy_body)
-        if ref is None:
-            return None
-        if ref not in self.state.secrets:
-            namespace, name = ref
-            try:
-                self.state.secrets[ref] = await self.client.get(
-                    f"/api/v1/namespaces/{namespace}/secrets/{name}"
-                )
-            except ApiError as error:
-                if error.status == 403:
-                    raise SecretUnreadableError(
-                        f"Secret {namespace}/{name} may not be read by the operator: the "
-                        "chart's credentials.secretNames (and credentials.namespace) must name "
-                        f"it ({error.message})"
-                    ) from error
-                if error.status != 404:
-                    raise
-                self.state.secrets[ref] = None
-        return self.state.secrets[ref]
-
-    def _overlaps(self, name: str) -> list[OverlapReport]:
-        scopes = []
-        for other, body in self.state.policies.items():
-            checked = check_policy(body)
-            if checked.policy is None or (body.get("metadata") or {}).get("deletionTimestamp"):
-                continue
-            spec = checked.policy.spec
-            scopes.append(PolicyScope(other, spec.node_selector, tuple(spec.ipsec_subnets)))
-        return find_overlaps(scopes, self.state.nodes).get(name, [])
-
-    async def _counted_reconcile(self, name: str) -> None:
+    async def _counted_reconcile(self, key: str) -> None:
         try:
-            await self.reconcile(name)
+            await self.reconcile(key)
         except Exception:
             if self.metrics is not None:
                 self.metrics.reconcile_errors.inc()
             raise
 
-    async def reconcile(self, name: str) -> None:
+    async def reconcile(self, key: str) -> None:
         await self._primed.wait()
-        if name.startswith(_REMOVAL):
-            policy = name.removeprefix(_REMOVAL)
+        if key.startswith(_REMOVAL):
+            policy = key.removeprefix(_REMOVAL)
             if policy not in self.state.policies:
                 await self._write_slices(plan_removal(self.state.slices_of(policy)), None)
             return
-        body = self.state.policies.get(name)
-        if body is None:
+        record = self.state.policies.get(key)
+        if record is None:
             return
-        meta = body["metadata"]
-        deleting = bool(meta.get("deletionTimestamp"))
-        if not deleting and FINALIZER not in (meta.get("finalizers") or []):
-            await self._add_finalizer(body)
-        generation = int(meta.get("generation") or 1)
-        try:
-            previous = IPsecPolicyStatus.model_validate(body.get("status") or {})
-        except ValueError:
-            previous = None
-        now = self._now()
-        checked = check_policy(body)
-        creds: CredentialsCheck | None = None
-        overlaps: list[OverlapReport] = []
-        if checked.policy is None:
-            status = invalid_body_status(
-                name, generation, "; ".join(checked.errors), previous, rfc3339(now)
-            )
-        else:
-            spec = checked.policy.spec
-            try:
-                creds = check_credentials(spec, await self._secret(body), now)
-            except SecretUnreadableError as error:
-                creds = CredentialsCheck(CredentialsVerdict(False, "SecretUnreadable", str(error)))
-            overlaps = self._overlaps(name)
-            facts = PolicyFacts(
-                name=name, generation=generation, selector=spec.node_selector,
-                deleting=deleting, spec_errors=checked.errors,
-            )
-            status = compute_status(
-                facts, creds.verdict, self.state.nodes, self.state.ipsec_nodes, overlaps,
-                previous, rfc3339(now),
-            )
+        if (patch := finalizer_to_add(record.meta)) is not None:
+            await self._add_finalizer(key, patch)
+        now = self.clocks.wall()
+        spec = record.checked.spec
+        secret = None if spec is None else await self._assess_secret(spec, record.secret, now)
+        overlaps = [] if spec is None else overlaps_of(key, self.state.policies, self.state.nodes)
+        overdue: tuple[tuple[str, str], ...] = ()
+        if spec is not None:
+            selected = selected_nodes(spec.node_selector, self.state.nodes)
+            published = {p.node: p.address for p in policy_peers(
+                key, spec.node_selector, self.state.nodes, self.state.ipsec_nodes)}
+            overdue, due_in = self._overdue.update(
+                key, missing_pairs(key, self.state.ipsec_nodes, selected, published),
+                self.clocks.monotonic(), self.config.peer_grace)
+            if due_in is not None:  # look again when the next missing pair becomes overdue
+                asyncio.get_running_loop().call_later(due_in + 0.1, self.mark, {key})
+        evaluation = evaluate_policy(
+            record, secret, overlaps, self.state.nodes, self.state.ipsec_nodes, now, overdue
+        )
         if self.metrics is not None:
-            self.metrics.observe(name, status, creds.not_after if creds else None, now)
-        if status != previous:
-            await self._write_status(name, status)
-        valid = checked.policy if checked.policy is not None and not checked.errors else None
-        await self._publish(name, body, generation, valid.spec if valid else None, deleting,
-                            creds.issuer if creds is not None else None)
-        await self._post_events(body, previous, status, creds, overlaps, checked.policy)
-        if deleting:
-            await self._finish_deletion(body, now)
+            self.metrics.observe(key, evaluation.status, secret.not_after if secret else None, now)
+        if evaluation.status_patch is not None:
+            await self._write_status(key, evaluation.status_patch)
+        await self._write_slices(plan_publication(
+            record, secret.issuer if secret else None, self.state.slices_of(key),
+            self.state.nodes, self.state.ipsec_nodes, self.state.pod_cidrs,
+        ), record.meta)
+        await self._post_events(record.meta, evaluation.events)
+        await self._finish_deletion(record, now)
 
-    def _overdue_pairs(self, name: str, spec: IPsecPolicySpec) -> tuple[tuple[str, str], ...]:
-        """Pairs a node has reported without an SA for longer than ``peer_grace``."""
-        selected = selected_nodes(spec.node_selector, self.state.nodes)
-        now = self._monotonic()
-        current = {(name, node, peer) for node, peer in
-                   missing_pairs(name, self.state.ipsec_nodes, selected)}
-        kept = {k: v for k, v in self._missing_since.items() if k[0] != name or k in current}
-        self._missing_since = kept | {k: now for k in current if k not in kept}
-        return tuple(sorted((node, peer) for (_, node, peer) in current
-                            if now - self._missing_since[(name, node, peer)]
-                            > self.config.peer_grace))
+    async def _secret(self, key: SecretKey) -> SecretContents | None:
+        """The Secret (None: not found): read once, then kept current by its watch."""
+        if key in self.state.secrets:
+            return self.state.secrets[key]
+        namespace, name = key
+        try:
+            body = await self.client.get(f"/api/v1/namespaces/{namespace}/secrets/{name}")
+        except ApiError as error:
+            if error.status != 404:
+                raise
+            body = None
+        return self.state.keep_secret(key, body)
+
+    async def _assess_secret(
+        self, spec: IPsecPolicySpec, key: SecretKey | None, now: datetime
+    ) -> SecretAssessment:
+        try:
+            secret = None if key is None else await self._secret(key)
+        except ApiError as error:
+            # Not cached: the Secret's watch keeps retrying and reports it once readable,
+            # e.g. after the chart's credentials.secretNames was extended.
+            if error.status != 403 or key is None:
+                raise
+            return unreadable_secret(key, error.message)
+        return assess_secret(spec, secret, now)
+
+    async def _write_status(self, name: str, patch: dict[str, Any]) -> None:
+        try:
+            served = await self.client.merge_patch(f"{POLICIES}/{name}/status", patch)
+        except ApiError as error:
+            if error.status == 404:
+                return  # deleted meanwhile
+            raise
+        self.status_writes += 1
+        if self.metrics is not None:
+            self.metrics.status_writes.inc()
+        if isinstance(served, dict):
+            self.state.apply_own_write(served)
+
+    async def _add_finalizer(self, name: str, patch: JsonPatch) -> None:
+        try:
+            served = await self.client.json_patch(f"{POLICIES}/{name}", patch)
+        except ApiError as error:
+            if error.status in (404, 409, 422):
+                log.info("finalizer of %s: %s; retrying with the next version", name, error)
+                self._coalescer.mark(name)
+                return
+            raise
+        if isinstance(served, dict):
+            self.state.apply_own_write(served)
+
+    async def _finish_deletion(self, record: PolicyRecord, now: datetime) -> None:
+        teardown = decide_teardown(
+            record.meta,
+            nodes_still_enforcing(record.name, self.state.ipsec_nodes, self.state.nodes),
+            now, self.config.teardown_timeout,
+        )
+        if teardown.warning is not None:
+            await self._post(record.meta, teardown.warning)
+        if teardown.removal is None:
+            return
+        try:
+            served = await self.client.json_patch(f"{POLICIES}/{record.name}", teardown.removal)
+        except ApiError as error:
+            if error.status in (409, 422):
+                self._coalescer.mark(record.name)
+            elif error.status != 404:
+                raise
+            return
+        # The API deletes the object now; until its DELETED event arrives, remember that the
+        # finalizer is gone so that a resync does not act (or warn) twice.
+        if isinstance(served, dict):
+            self.state.apply_own_write(served)
 
     # ---- the CSR signer's view ---------------------------------------------------------------
-    def _valid_policies(self) -> dict[str, IPsecPolicy]:
-        out = {}
-        for name, body in self.state.policies.items():
-            checked = check_policy(body)
-            if checked.policy is not None and not checked.errors and not (
-                    body.get("metadata") or {}).get("deletionTimestamp"):
-                out[name] = checked.policy
-        return out
-
     async def _issuer_ca(self, issuer: str) -> IssuerCA | None:
-        """The issuing CA of a Secret ``ns/name`` some policy references, if it validates."""
+        """The issuing CA of a Secret ``ns/name`` some policy in force uses, if it validates."""
         namespace, _, name = issuer.partition("/")
-        for policy in self._valid_policies().values():
-            ref = policy.spec.credentials.issuer
-            if ref is not None and (ref.secret_ref.namespace, ref.secret_ref.name) == (
-                    namespace, name):
-                secret = await self._secret(self.state.policies[policy.metadata.name])
-                check = check_credentials(policy.spec, secret, self._now())
-                return check.issuer
-        return None
+        record = policy_using_issuer(self.state.policies, (namespace, name))
+        if record is None or record.valid_spec is None:
+            return None
+        return (await self._assess_secret(record.valid_spec, record.secret,
+                                          self.clocks.wall())).issuer
 
-    async def _post_about(self, obj: Mapping[str, Any], type_: str, reason: str,
-                          message: str) -> None:
+    async def _post_about(self, obj: Mapping[str, Any], spec: ev.EventSpec) -> None:
         """An Event about any cluster-scoped object (a CSR)."""
-        meta = obj.get("metadata") or {}
-        await self._post_event(
-            {"apiVersion": obj.get("apiVersion", ""), "kind": obj.get("kind", ""),
-             "name": meta.get("name", ""), "uid": meta.get("uid", ""),
-             "resourceVersion": meta.get("resourceVersion", "")},
-            ev.EventSpec("Warning" if type_ == "Warning" else "Normal", reason, message),
-            str(meta.get("name", "")))
+        await self._post_event(ev.object_reference(obj), spec)
 
     # ---- IPsecPeerSlices ---------------------------------------------------------------------
-    async def _publish(self, name: str, body: dict[str, Any], generation: int,
-                       valid: IPsecPolicySpec | None, deleting: bool,
-                       issuer: IssuerCA | None) -> None:
-        """Bring the policy's slices in line: the spec (the current one if valid, else the
-        one already published), the deletion flag, the peers, and in issuer mode the CAs to
-        trust and the one that signs (kept as published while the issuer Secret is bad)."""
-        existing = self.state.slices_of(name)
-        published = max(existing.values(), key=lambda s: s.policy_generation, default=None)
-        if valid is None:
-            if published is None or published.policy_spec is None:
-                return  # never valid: nothing reaches the agents
-            generation, valid = published.policy_generation, published.policy_spec
-        trust, signer = "", ""
-        if valid.credentials.issuer is not None:
-            if issuer is not None:
-                trust, signer = "".join(issuer.bundle_pems), fingerprint(issuer.cert_pem)
-            elif published is not None:
-                trust, signer = published.trust_bundle, published.signer
-        peers = policy_peers(name, valid.node_selector, self.state.nodes, self.state.ipsec_nodes,
-                             self.state.pod_cidrs)
-        plan = plan_slices(name, generation, valid, deleting, peers, existing,
-                           trust_bundle=trust, signer=signer)
-        await self._write_slices(plan, body)
-
-    async def _write_slices(self, plan: SlicePlan, owner: dict[str, Any] | None) -> None:
-        for slice_name, spec in plan.upserts.items():
-            content = spec.to_api()
-            if slice_name in self.state.slices:
-                ops = [{"op": "replace", "path": "/spec", "value": content}]
-                await self._slice_call(slice_name, self.client.json_patch(
-                    f"{SLICES}/{slice_name}", ops), spec)
+    async def _write_slices(self, plan: SlicePlan, owner: PolicyMeta | None) -> None:
+        for name, spec in plan.upserts.items():
+            if name in self.state.slices:
+                call = self.client.json_patch(f"{SLICES}/{name}", replace_slice_spec(spec))
             else:
-                meta: dict[str, Any] = {"name": slice_name,
-                                        "labels": {"app.kubernetes.io/part-of": "strongmesh"}}
-                if owner is not None:  # the garbage collector of a real cluster cleans up too
-                    meta["ownerReferences"] = [{
-                        "apiVersion": API_VERSION, "kind": "IPsecPolicy",
-                        "name": owner["metadata"]["name"], "uid": owner["metadata"].get("uid"),
-                    }]
-                await self._slice_call(slice_name, self.client.create(SLICES, {
-                    "apiVersion": API_VERSION, "kind": "IPsecPeerSlice", "metadata": meta,
-                    "spec": content}), spec)
-        for slice_name in plan.deletes:
-            await self._slice_call(slice_name, self.client.delete(f"{SLICES}/{slice_name}"),
-                                   None)
+                call = self.client.create(SLICES, new_slice(name, spec, owner))
+            await self._slice_call(name, call, spec)
+        for name in plan.deletes:
+            await self._slice_call(name, self.client.delete(f"{SLICES}/{name}"), None)
 
-    async def _slice_call(self, name: str, call: Any, spec: IPsecPeerSliceSpec | None) -> None:
+    async def _slice_call(
+        self, name: str, call: Awaitable[Any], spec: IPsecPeerSliceSpec | None
+    ) -> None:
         """One slice write; the state follows at once (the watch event then changes nothing)."""
         try:
             await call
@@ -456,145 +419,26 @@ class Reconciler:
         else:
             self.state.slices[name] = spec
 
-    async def _write_status(self, name: str, status: IPsecPolicyStatus) -> None:
-        try:
-            served = await self.client.merge_patch(
-                f"{POLICIES}/{name}/status", {"status": status.to_api()}
-            )
-        except ApiError as error:
-            if error.status == 404:
-                return  # deleted meanwhile
-            raise
-        self.status_writes += 1
-        if self.metrics is not None:
-            self.metrics.status_writes.inc()
-        current = self.state.policies.get(name)
-        if isinstance(served, dict) and current is not None and _newer_or_same(current, served):
-            self.state.policies[name] = served
-
-    async def _add_finalizer(self, body: dict[str, Any]) -> None:
-        meta = body["metadata"]
-        name = meta["name"]
-        ops: list[dict[str, Any]] = [
-            {"op": "test", "path": "/metadata/resourceVersion", "value": meta["resourceVersion"]}
-        ]
-        if meta.get("finalizers"):
-            ops.append({"op": "add", "path": "/metadata/finalizers/-", "value": FINALIZER})
-        else:
-            ops.append({"op": "add", "path": "/metadata/finalizers", "value": [FINALIZER]})
-        try:
-            served = await self.client.json_patch(f"{POLICIES}/{name}", ops)
-        except ApiError as error:
-            if error.status in (404, 409, 422):
-                log.info("finalizer of %s: %s; retrying with the next version", name, error)
-                self._coalescer.mark(name)
-                return
-            raise
-        if isinstance(served, dict) and _newer_or_same(self.state.policies.get(name), served):
-            self.state.policies[name] = served
-
-    def still_enforcing(self, name: str) -> list[str]:
-        """Existing nodes whose IPsecNode still lists the policy (they have not torn down)."""
-        return sorted(
-            node for node, ipsec_node in self.state.ipsec_nodes.items()
-            if node in self.state.nodes and name in policies_listed(ipsec_node)
-        )
-
-    async def _finish_deletion(self, body: dict[str, Any], now: datetime) -> None:
-        meta = body["metadata"]
-        name = meta["name"]
-        finalizers = list(meta.get("finalizers") or [])
-        if FINALIZER not in finalizers:
-            return
-        waiting = self.still_enforcing(name)
-        if waiting:
-            elapsed = (now - parse_time(meta["deletionTimestamp"])).total_seconds()
-            if elapsed < self.config.teardown_timeout:
-                return
-            await self._post(body, ev.EventSpec(
-                "Warning", "TeardownTimeout",
-                f"nodes {', '.join(waiting)} did not confirm teardown within "
-                f"{self.config.teardown_timeout:.0f}s; removing the finalizer anyway",
-            ))
-        index = finalizers.index(FINALIZER)
-        ops = [
-            {"op": "test", "path": f"/metadata/finalizers/{index}", "value": FINALIZER},
-            {"op": "remove", "path": f"/metadata/finalizers/{index}"},
-        ]
-        try:
-            served = await self.client.json_patch(f"{POLICIES}/{name}", ops)
-        except ApiError as error:
-            if error.status in (409, 422):
-                self._coalescer.mark(name)
-            elif error.status != 404:
-                raise
-            return
-        # The API deletes the object now; until its DELETED event arrives, remember that the
-        # finalizer is gone so that a resync does not act (or warn) twice.
-        if isinstance(served, dict) and name in self.state.policies:
-            self.state.policies[name] = served
-
     # ---- events ------------------------------------------------------------------------------
-    async def _post_events(
-        self, body: dict[str, Any], previous: IPsecPolicyStatus | None,
-        status: IPsecPolicyStatus, creds: CredentialsCheck | None,
-        overlaps: list[OverlapReport],
-        policy: IPsecPolicy | None,
-    ) -> None:
-        verdict: CredentialsVerdict | None = creds.verdict if creds else None
-        was_ready = condition(previous, READY)
-        is_ready = condition(status, READY)
-        facts = ev.EventFacts(
-            credentials_error=verdict.message if verdict and not verdict.valid else None,
-            expiry_level=creds.expiry_level if creds else None,
-            expiry_message=creds.expiry_message if creds else "",
-            optional=bool(policy is not None and policy.spec.enforcement == "Optional"),
-            overlaps=tuple(o.describe() for o in overlaps),
-            became_ready=bool(
-                is_ready and is_ready.status == "True"
-                and (was_ready is None or was_ready.status != "True")
-            ),
-            ready_message=is_ready.message if is_ready else "",
-        )
-        name = body["metadata"]["name"]
-        todo, memory = ev.decide_events(
-            facts, self._posted.get(name, {}), self._monotonic(),
+    async def _post_events(self, meta: PolicyMeta, facts: ev.EventFacts) -> None:
+        todo, self._posted[meta.name] = ev.decide_events(
+            facts, self._posted.get(meta.name, {}), self.clocks.monotonic(),
             self.config.optional_warn_interval,
         )
-        self._posted[name] = memory
         for spec in todo:
-            await self._post(body, spec)
+            await self._post(meta, spec)
 
-    async def _post(self, body: dict[str, Any], spec: ev.EventSpec) -> None:
-        meta = body["metadata"]
-        await self._post_event({
-            "apiVersion": API_VERSION, "kind": "IPsecPolicy", "name": meta["name"],
-            "uid": meta.get("uid", ""), "resourceVersion": meta.get("resourceVersion", ""),
-        }, spec, meta["name"])
+    async def _post(self, meta: PolicyMeta, spec: ev.EventSpec) -> None:
+        await self._post_event(ev.policy_reference(meta), spec)
 
-    async def _post_event(self, involved: Mapping[str, Any], spec: ev.EventSpec,
-                          name: str) -> None:
-        stamp = rfc3339(self._now())
-        event = {
-            "apiVersion": "v1",
-            "kind": "Event",
-            "metadata": {"generateName": f"{name}.", "namespace":
-                         self.config.event_namespace},
-            "involvedObject": dict(involved),
-            "type": spec.type,
-            "reason": spec.reason,
-            "message": spec.message[:1024],
-            "source": {"component": "strongmesh-operator"},
-            "reportingComponent": "strongmesh.io/operator",
-            "reportingInstance": self._instance,
-            "firstTimestamp": stamp,
-            "lastTimestamp": stamp,
-            "count": 1,
-        }
+    async def _post_event(self, involved: Mapping[str, str], spec: ev.EventSpec) -> None:
+        name = involved["name"]
         log.log(
             logging.WARNING if spec.type == "Warning" else logging.INFO,
             "%s %s: %s", name, spec.reason, spec.message,
         )
+        event = ev.event_body(involved, spec, self.config.event_namespace, self._instance,
+                              rfc3339(self.clocks.wall()))
         try:
             await self.client.create(
                 f"/api/v1/namespaces/{self.config.event_namespace}/events", event

@@ -1,4 +1,4 @@
-"""Start the operator: kopf (watching) and the Reconciler (writing) on one event loop.
+"""Start the operator: kopf (watching) and the PolicyReconciler (writing) on one event loop.
 
 kopf runs ``standalone`` (no peering objects: one operator replica, the chart's Deployment
 uses the Recreate strategy) and ``clusterwide`` (every resource involved is cluster-scoped,
@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 from controller.kubeapi import KubeClient, KubeConfig, abort_leftover_connections
 from controller.operator.metrics import OperatorMetrics
-from controller.operator.reconciler import OperatorConfig, Reconciler
+from controller.operator.reconciler import Clocks, OperatorConfig, PolicyReconciler
 
 if TYPE_CHECKING:
     import kopf
@@ -30,7 +30,7 @@ def settings() -> kopf.OperatorSettings:
     import kopf
 
     result = kopf.OperatorSettings()
-    result.posting.enabled = False  # our Events are posted by the Reconciler, with our reasons
+    result.posting.enabled = False  # the PolicyReconciler posts our Events, with our reasons
     result.watching.server_timeout = 300
     result.watching.client_timeout = 330
     result.watching.connect_timeout = 10
@@ -53,8 +53,9 @@ async def operate(
     operator_config: OperatorConfig | None = None,
     stop_flag: threading.Event | asyncio.Event | None = None,
     ready_flag: threading.Event | None = None,
-    reconciler_box: list[Reconciler] | None = None,
+    reconciler_box: list[PolicyReconciler] | None = None,
     metrics: OperatorMetrics | None = None,
+    clocks: Clocks | None = None,
 ) -> None:
     """Run until ``stop_flag`` is set (or forever)."""
     import kopf
@@ -62,7 +63,7 @@ async def operate(
     from controller.operator.handlers import build_registry
 
     async with KubeClient(config) as client:
-        reconciler = Reconciler(client, operator_config, metrics=metrics)
+        reconciler = PolicyReconciler(client, operator_config, clocks, metrics)
         if reconciler_box is not None:
             reconciler_box.append(reconciler)
         # kopf, at shutdown, waits 5 s for every task created after it started before it
@@ -109,24 +110,29 @@ async def _stop_in_order(
 class OperatorThread:
     """The operator in a thread of its own (tests, the lab). ``reconciler`` once started."""
 
-    def __init__(self, config: KubeConfig, operator_config: OperatorConfig | None = None) -> None:
+    def __init__(
+        self, config: KubeConfig, operator_config: OperatorConfig | None = None,
+        clocks: Clocks | None = None,
+    ) -> None:
         self.config = config
         self.operator_config = operator_config
+        self.clocks = clocks
         self.stop_flag = threading.Event()
         self.ready_flag = threading.Event()
         self.error: BaseException | None = None
-        self._box: list[Reconciler] = []
+        self._box: list[PolicyReconciler] = []
         self._thread = threading.Thread(target=self._main, name="strongmesh-operator", daemon=True)
 
     @property
-    def reconciler(self) -> Reconciler:
+    def reconciler(self) -> PolicyReconciler:
         return self._box[0]
 
     def _main(self) -> None:
         loop = asyncio.new_event_loop()
         try:
             loop.run_until_complete(operate(
-                self.config, self.operator_config, self.stop_flag, self.ready_flag, self._box
+                self.config, self.operator_config, self.stop_flag, self.ready_flag, self._box,
+                clocks=self.clocks,
             ))
         except BaseException as error:  # reported to the thread's owner by stop()
             self.error = error

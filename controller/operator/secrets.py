@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from controller.kubeapi import KubeClient, Reflector, selector
-from controller.operator.state import SecretKey
+from controller.operator.records import SecretKey
 
 
 class SecretWatches:

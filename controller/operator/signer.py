@@ -20,7 +20,8 @@ from typing import Any
 
 from controller.kubeapi import ApiError, ApiUnavailableError, KubeClient
 from controller.models.common import duration_seconds
-from controller.models.policy import IPsecPolicy
+from controller.models.policy import IPsecPolicySpec
+from controller.operator.events import EventSpec
 from controller.pki import ISSUER_ANNOTATION, SIGNER, CsrVerdict, judge_csr, sign
 from controller.validation import IssuerCA
 
@@ -39,29 +40,29 @@ def pending(csr: Mapping[str, Any]) -> bool:
 
 
 def issuers_of_nodes(
-    policies: Mapping[str, IPsecPolicy], nodes: Mapping[str, Mapping[str, str]]
+    policies: Mapping[str, IPsecPolicySpec], nodes: Mapping[str, Mapping[str, str]]
 ) -> dict[str, set[str]]:
     """Per node, the issuers (``ns/name``) of the policies that select it."""
     out: dict[str, set[str]] = {}
-    for policy in policies.values():
-        issuer = policy.spec.credentials.issuer
+    for spec in policies.values():
+        issuer = spec.credentials.issuer
         if issuer is None:
             continue
         key = f"{issuer.secret_ref.namespace}/{issuer.secret_ref.name}"
         for node, labels in nodes.items():
-            if policy.spec.node_selector.matches(dict(labels)):
+            if spec.node_selector.matches(dict(labels)):
                 out.setdefault(node, set()).add(key)
     return out
 
 
-def _lifetime(policies: Mapping[str, IPsecPolicy], issuer: str) -> timedelta:
+def _lifetime(policies: Mapping[str, IPsecPolicySpec], issuer: str) -> timedelta:
     """The shortest duration any policy using the issuer asks for."""
     seconds = [
-        duration_seconds(p.spec.credentials.issuer.duration)
-        for p in policies.values()
-        if p.spec.credentials.issuer is not None
-        and f"{p.spec.credentials.issuer.secret_ref.namespace}/"
-            f"{p.spec.credentials.issuer.secret_ref.name}" == issuer
+        duration_seconds(spec.credentials.issuer.duration)
+        for spec in policies.values()
+        if spec.credentials.issuer is not None
+        and f"{spec.credentials.issuer.secret_ref.namespace}/"
+            f"{spec.credentials.issuer.secret_ref.name}" == issuer
     ]
     return timedelta(seconds=min(seconds, default=720 * 3600))
 
@@ -73,10 +74,10 @@ class CsrSigner:
         self,
         client: KubeClient,
         agent_user: str,
-        policies: Callable[[], Mapping[str, IPsecPolicy]],
+        policies: Callable[[], Mapping[str, IPsecPolicySpec]],  # the policies in force
         nodes: Callable[[], Mapping[str, Mapping[str, str]]],
         issuer_ca: Callable[[str], Awaitable[IssuerCA | None]],
-        post_event: Callable[[Mapping[str, Any], str, str, str], Awaitable[None]],  # type, reason
+        post_event: Callable[[Mapping[str, Any], EventSpec], Awaitable[None]],
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.client = client
@@ -128,8 +129,8 @@ class CsrSigner:
             await self._decide(csr, "Denied", verdict)
             self.denied += 1
             log.warning("CSR %s denied: %s", name, verdict.message)
-            await self._post_event(csr, "Warning", "CertificateDenied",
-                                   f"{name}: {verdict.message}")
+            await self._post_event(
+                csr, EventSpec("Warning", "CertificateDenied", f"{name}: {verdict.message}"))
             return
         issuer = str(((csr.get("metadata") or {}).get("annotations") or {}).get(
             ISSUER_ANNOTATION, ""))

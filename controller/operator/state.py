@@ -1,8 +1,10 @@
 """The operator's in-memory view of the cluster, kept current by the watch handlers.
 
-Holds exactly what status computation needs: policy bodies, Node labels, IPsecNodes, and the
-Secrets that some policy references (other Secrets are never kept). Each ``apply_*`` returns
-the policies whose status may have changed, so that only those are recomputed.
+Holds exactly what status computation needs: the policies, Node labels and pod networks,
+IPsecNodes, the IPsecPeerSlices the operator published, and the Secrets that some policy
+references (other Secrets are never kept). Every object is parsed here, once, as it arrives
+(``records`` for policies and Secrets). Each ``apply_*`` returns the policies whose status may
+have changed, so that only those are recomputed.
 """
 
 from __future__ import annotations
@@ -12,46 +14,30 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from controller.manifests import node_pod_cidrs
-from controller.models.common import LabelSelector
 from controller.models.node import IPsecNode
 from controller.models.peers import IPsecPeerSlice, IPsecPeerSliceSpec
+from controller.operator.records import (
+    PolicyRecord,
+    SecretContents,
+    SecretKey,
+    newer_or_same,
+    only_status_changed,
+    parse_policy,
+    parse_secret,
+    secret_key,
+)
 from controller.operator.status import policies_listed
-
-SecretKey = tuple[str, str]  # (namespace, name)
-
-
-def _selector(body: Mapping[str, Any]) -> LabelSelector | None:
-    try:
-        return LabelSelector.model_validate((body.get("spec") or {}).get("nodeSelector") or {})
-    except ValueError:
-        return None
-
-
-def _policy_view(body: Mapping[str, Any]) -> Any:
-    meta = body.get("metadata") or {}
-    return (meta.get("generation"), meta.get("deletionTimestamp"), meta.get("finalizers"),
-            body.get("spec"))
-
-
-def secret_ref(body: Mapping[str, Any]) -> SecretKey | None:
-    """The Secret the operator reads for a policy: the nodes' shared credentials, or (issuer
-    mode) the issuing CA."""
-    credentials = (body.get("spec") or {}).get("credentials") or {}
-    ref = credentials.get("secretRef") or (credentials.get("issuer") or {}).get("secretRef") or {}
-    if isinstance(ref, Mapping) and ref.get("name") and ref.get("namespace"):
-        return str(ref["namespace"]), str(ref["name"])
-    return None
 
 
 @dataclass
 class ClusterState:
-    policies: dict[str, dict[str, Any]] = field(default_factory=dict)
+    policies: dict[str, PolicyRecord] = field(default_factory=dict)
     nodes: dict[str, dict[str, str]] = field(default_factory=dict)
     # Node spec.podCIDRs (Tunnel mode's peers carry them); only nodes that have some.
     pod_cidrs: dict[str, tuple[str, ...]] = field(default_factory=dict)
     ipsec_nodes: dict[str, IPsecNode] = field(default_factory=dict)
     # Referenced Secrets only; None = looked up and not found.
-    secrets: dict[SecretKey, dict[str, Any] | None] = field(default_factory=dict)
+    secrets: dict[SecretKey, SecretContents | None] = field(default_factory=dict)
     # The IPsecPeerSlices the operator published (slice name -> its spec).
     slices: dict[str, IPsecPeerSliceSpec] = field(default_factory=dict)
 
@@ -75,7 +61,7 @@ class ClusterState:
         return {s.policy for s in (before, after) if s is not None} & set(self.policies)
 
     def referenced(self) -> set[SecretKey]:
-        return {ref for body in self.policies.values() if (ref := secret_ref(body))}
+        return {record.secret for record in self.policies.values() if record.secret}
 
     def apply_policy(self, kind: str | None, body: dict[str, Any]) -> set[str]:
         name = body["metadata"]["name"]
@@ -83,13 +69,27 @@ class ClusterState:
         if kind == "DELETED":
             self.policies.pop(name, None)
         else:
-            self.policies[name] = body
-            if before is not None and _policy_view(before) == _policy_view(body):
+            record = parse_policy(body)
+            if before is not None and not newer_or_same(before.meta.resource_version,
+                                                        record.meta.resource_version):
+                return set()  # overtaken by the response to our own write
+            self.policies[name] = record
+            if before is not None and only_status_changed(before, record):
                 return set()  # our own status write coming back: nothing to re-evaluate
         for key in set(self.secrets) - self.referenced():
             del self.secrets[key]
         # Every policy: overlaps between policies depend on all of them (policies are few).
         return set(self.policies) | {name}
+
+    def apply_own_write(self, body: Mapping[str, Any]) -> None:
+        """The API's answer to the operator's own write of a policy (status, finalizer): kept
+        unless the policy is gone or a newer version arrived meanwhile. Nothing becomes dirty:
+        the operator acted on this version already."""
+        record = parse_policy(body)
+        kept = self.policies.get(record.name)
+        if kept is not None and newer_or_same(kept.meta.resource_version,
+                                              record.meta.resource_version):
+            self.policies[record.name] = record
 
     def apply_node(self, kind: str | None, body: Mapping[str, Any]) -> set[str]:
         name = body["metadata"]["name"]
@@ -122,19 +122,19 @@ class ClusterState:
                 affected |= policies_listed(node)
         labels = self.nodes.get(name)
         if labels is not None:
-            for policy, policy_body in self.policies.items():
-                selector = _selector(policy_body)
-                if selector is None or selector.matches(labels):
+            for policy, record in self.policies.items():
+                if record.selector is None or record.selector.matches(labels):
                     affected.add(policy)
         return affected & set(self.policies)
 
     def apply_secret(self, kind: str | None, body: dict[str, Any]) -> set[str]:
-        meta = body["metadata"]
-        key = (meta.get("namespace", ""), meta["name"])
+        key = secret_key(body)
         if key not in self.referenced():
             return set()
-        self.secrets[key] = None if kind == "DELETED" else body
-        return {name for name, policy in self.policies.items() if secret_ref(policy) == key}
+        self.secrets[key] = None if kind == "DELETED" else parse_secret(body)
+        return {name for name, record in self.policies.items() if record.secret == key}
 
-    def is_wanted_secret(self, namespace: str, name: str) -> bool:
-        return (namespace, name) in self.referenced()
+    def keep_secret(self, key: SecretKey, body: Mapping[str, Any] | None) -> SecretContents | None:
+        """A Secret the operator read itself (None: not found), kept until its watch reports."""
+        self.secrets[key] = None if body is None else parse_secret(body)
+        return self.secrets[key]

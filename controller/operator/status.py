@@ -11,7 +11,9 @@ operator can skip the write altogether.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
 
 from controller.models.common import Condition, ConditionStatus, LabelSelector
 from controller.models.node import EnforcedPolicy, IPsecNode
@@ -67,6 +69,11 @@ class PolicyFacts:
     # The policy's peers as the operator publishes them (node names): a node expects an SA with
     # each of the others even before its agent has read the slice that lists them.
     peers: tuple[str, ...] = ()
+
+
+def rfc3339(moment: datetime) -> str:
+    """A timestamp as status and Events carry it (seconds, UTC)."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def selected_nodes(selector: LabelSelector, nodes: Mapping[str, Mapping[str, str]]) -> list[str]:
@@ -138,14 +145,49 @@ def set_condition(
 
 
 def missing_pairs(policy: str, ipsec_nodes: Mapping[str, IPsecNode],
-                  selected: Sequence[str]) -> list[tuple[str, str]]:
-    """(node, peer) pairs that a selected node reports without an installed CHILD_SA."""
-    pairs: list[tuple[str, str]] = []
+                  selected: Sequence[str], peers: Mapping[str, str] | None = None,
+                  ) -> list[tuple[str, str]]:
+    """(node, peer) pairs of selected nodes without an installed CHILD_SA: those the node
+    reports missing, and (``peers``: the published peers, name -> address) those it holds no
+    installed SA with although the operator published them (its agent may not know yet)."""
+    pairs: set[tuple[str, str]] = set()
     for name in selected:
-        entry = _entry(ipsec_nodes.get(name), policy)
-        if entry is not None:
-            pairs.extend((name, peer) for peer in entry.missing_peers)
-    return pairs
+        ipsec_node = ipsec_nodes.get(name)
+        entry = _entry(ipsec_node, policy)
+        if entry is None:
+            continue
+        pairs.update((name, peer) for peer in entry.missing_peers)
+        if peers and name in peers:
+            up = {sa.peer for sa in (ipsec_node.status.sas if ipsec_node and ipsec_node.status
+                                     else []) if sa.policy == policy and sa.state == "INSTALLED"}
+            pairs.update((name, other) for other, address in peers.items()
+                         if other != name and address not in up)
+    return sorted(pairs)
+
+
+@dataclass
+class OverduePairs:
+    """When each (node, peer) pair of a policy was first seen without an SA; a pair is
+    overdue once it has been missing for longer than the grace period (a pair being set up
+    is not a problem yet). Pure: the caller passes monotonic seconds."""
+
+    since: dict[tuple[str, str, str], float] = field(default_factory=dict)
+
+    def update(self, policy: str, pairs: Sequence[tuple[str, str]], now: float, grace: float
+               ) -> tuple[tuple[tuple[str, str], ...], float | None]:
+        """The overdue pairs, and in how many seconds the next missing pair becomes overdue
+        (None: none is waiting)."""
+        current = {(policy, node, peer) for node, peer in pairs}
+        self.since = {k: t for k, t in self.since.items() if k[0] != policy or k in current}
+        for key in current:
+            self.since.setdefault(key, now)
+        overdue = tuple(sorted((key[1], key[2]) for key in current
+                               if now - self.since[key] > grace))
+        waiting = [self.since[k] + grace - now for k in current if now - self.since[k] <= grace]
+        return overdue, (max(0.0, min(waiting)) if waiting else None)
+
+    def forget(self, policy: str) -> None:
+        self.since = {k: t for k, t in self.since.items() if k[0] != policy}
 
 
 def _names(names: Sequence[str], limit: int = 5) -> str:
@@ -320,3 +362,17 @@ def policies_listed(node: IPsecNode) -> set[str]:
     if node.status is None:
         return set()
     return {entry.name for entry in node.status.policies}
+
+
+def status_patch(
+    served: IPsecPolicyStatus | None, computed: IPsecPolicyStatus
+) -> dict[str, Any] | None:
+    """The merge patch of the status subresource; None when the API serves that status
+    already (an unchanged cluster costs no write)."""
+    return None if computed == served else {"status": computed.to_api()}
+
+
+def became_ready(previous: IPsecPolicyStatus | None, current: IPsecPolicyStatus) -> bool:
+    """Ready is True now and was not in the status the API served."""
+    was, now = condition(previous, READY), condition(current, READY)
+    return bool(now and now.status == "True" and (was is None or was.status != "True"))

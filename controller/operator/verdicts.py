@@ -1,4 +1,4 @@
-"""The operator's judgement of a policy body and its Secret (PURE; ``now`` injectable).
+"""The operator's judgement of a policy's Secret (PURE; ``now`` injectable).
 
 One validation library serves the CLI, the agent and the operator (``controller.validation``);
 this module only turns its findings into what conditions and events need: a verdict with a
@@ -11,34 +11,22 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 from cryptography import x509
 
-from controller.manifests import ManifestError, decode_secret
-from controller.models.policy import IPsecPolicy, IPsecPolicySpec
+from controller.models.policy import IPsecPolicySpec
+from controller.operator.records import SecretContents, SecretKey
 from controller.operator.status import CredentialsVerdict
-from controller.validation import (
-    IssuerCA,
-    validate_credentials,
-    validate_issuer,
-    validate_policy_body,
-)
+from controller.validation import IssuerCA, validate_credentials, validate_issuer
 from controller.validation.findings import Finding
 
 EXPIRY_CODE_PREFIX = "credentials.expiry-"
 
 
 @dataclass(frozen=True)
-class PolicyCheck:
-    """A policy body parsed (None if it cannot be) and its errors as readable lines."""
+class SecretAssessment:
+    """What the operator concluded about the Secret a policy references."""
 
-    policy: IPsecPolicy | None
-    errors: tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class CredentialsCheck:
     verdict: CredentialsVerdict
     expiry_level: str | None = None  # info | warning | error | critical
     expiry_message: str = ""
@@ -46,31 +34,23 @@ class CredentialsCheck:
     issuer: IssuerCA | None = None  # issuer mode: the CA that signs node certificates
 
 
-def check_policy(body: Mapping[str, Any]) -> PolicyCheck:
-    """Parse and validate a policy body with the shared library.
-
-    A body with semantic errors (say, Tunnel mode) that still parses keeps its model, so that
-    the status can still list the nodes it selects next to the errors.
-    """
-    policy, findings = validate_policy_body(dict(body))
-    errors = tuple(str(f) for f in findings if f.severity == "error")
-    if policy is None:
-        try:
-            policy = IPsecPolicy.model_validate(dict(body))
-        except ValueError:
-            policy = None
-    if policy is None and not errors:
-        errors = ("the policy could not be parsed",)
-    return PolicyCheck(policy, errors)
-
-
 def _join(findings: list[Finding]) -> str:
     return "; ".join(str(f) for f in findings)
 
 
-def check_credentials(
-    spec: IPsecPolicySpec, secret: Mapping[str, Any] | None, now: datetime | None = None
-) -> CredentialsCheck:
+def unreadable_secret(key: SecretKey, refusal: str) -> SecretAssessment:
+    """RBAC refuses the Secret to the operator (``refusal``: the API's message)."""
+    namespace, name = key
+    return SecretAssessment(CredentialsVerdict(
+        False, "SecretUnreadable",
+        f"Secret {namespace}/{name} may not be read by the operator: the chart's "
+        f"credentials.secretNames (and credentials.namespace) must name it ({refusal})",
+    ))
+
+
+def assess_secret(
+    spec: IPsecPolicySpec, secret: SecretContents | None, now: datetime | None = None
+) -> SecretAssessment:
     """Verdict on the Secret the policy references (``secret`` None: it does not exist): the
     shared node credentials, or (issuer mode) the issuing CA."""
     issuer = spec.credentials.issuer
@@ -78,20 +58,18 @@ def check_credentials(
     assert ref is not None  # the model requires exactly one of the two
     where = f"{'issuer ' if issuer is not None else ''}Secret {ref.namespace}/{ref.name}"
     if secret is None:
-        return CredentialsCheck(CredentialsVerdict(False, "SecretNotFound", f"{where} not found"))
-    try:
-        data = decode_secret(secret)
-    except ManifestError as error:
-        return CredentialsCheck(CredentialsVerdict(False, "Invalid", f"{where}: {error}"))
+        return SecretAssessment(CredentialsVerdict(False, "SecretNotFound", f"{where} not found"))
+    if secret.problem:
+        return SecretAssessment(CredentialsVerdict(False, "Invalid", f"{where}: {secret.problem}"))
     if issuer is not None:
-        return _check_issuer(where, data, spec, now)
-    credentials, findings = validate_credentials(data, spec.certificate_expiry, now)
+        return _assess_issuer(where, secret.data, spec, now)
+    credentials, findings = validate_credentials(secret.data, spec.certificate_expiry, now)
     errors = [f for f in findings if f.severity == "error"]
     expiring = next((f for f in findings if f.code.startswith(EXPIRY_CODE_PREFIX)), None)
     level = expiring.code.removeprefix(EXPIRY_CODE_PREFIX) if expiring else None
     expiry_message = f"{where}: {expiring}" if expiring else ""
     if credentials is None or errors:
-        return CredentialsCheck(
+        return SecretAssessment(
             CredentialsVerdict(False, "Invalid", f"{where}: {_join(errors)}"),
             level, expiry_message,
         )
@@ -102,21 +80,21 @@ def check_credentials(
     message = f"{where}: identity {credentials.subject!r}, {len(credentials.ca_pems)} CA(s)"
     if advice:
         message += f"; {_join(advice)}"
-    return CredentialsCheck(
+    return SecretAssessment(
         CredentialsVerdict(True, "Valid", message), level, expiry_message, not_after
     )
 
 
-def _check_issuer(
+def _assess_issuer(
     where: str, data: Mapping[str, str], spec: IPsecPolicySpec, now: datetime | None
-) -> CredentialsCheck:
+) -> SecretAssessment:
     ca, findings = validate_issuer(data, spec.certificate_expiry, now)
     errors = [f for f in findings if f.severity == "error"]
     expiring = next((f for f in findings if f.code.startswith(EXPIRY_CODE_PREFIX)), None)
     level = expiring.code.removeprefix(EXPIRY_CODE_PREFIX) if expiring else None
     expiry_message = f"{where}: {expiring}" if expiring else ""
     if ca is None or errors:
-        return CredentialsCheck(
+        return SecretAssessment(
             CredentialsVerdict(False, "Invalid", f"{where}: {_join(errors)}"),
             level, expiry_message,
         )
@@ -126,6 +104,6 @@ def _check_issuer(
                "each node has its own certificate")
     if advice:
         message += f"; {_join(advice)}"
-    return CredentialsCheck(
+    return SecretAssessment(
         CredentialsVerdict(True, "Valid", message), level, expiry_message, not_after, ca
     )

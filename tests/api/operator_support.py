@@ -20,7 +20,7 @@ from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
 from controller.kubeapi import load_config
-from controller.operator.reconciler import OperatorConfig
+from controller.operator.reconciler import Clocks, OperatorConfig
 from controller.operator.run import OperatorThread
 from tests.certs import Issued, make_ca, make_cert, secret_data, secret_manifest
 
@@ -50,9 +50,25 @@ def wait_for(probe: Callable[[], T | None], timeout: float = 15.0, what: str = "
 
 
 @contextmanager
-def running_operator(kubeconfig: str, config: OperatorConfig = FAST) -> Iterator[OperatorThread]:
-    with OperatorThread(load_config(kubeconfig), config) as operator:
+def running_operator(
+    kubeconfig: str, config: OperatorConfig = FAST, clocks: Clocks | None = None
+) -> Iterator[OperatorThread]:
+    with OperatorThread(load_config(kubeconfig), config, clocks) as operator:
         yield operator
+
+
+class ManualClock:
+    """A monotonic clock that moves only when the test says (read from the operator's
+    thread: a float attribute is read and written whole)."""
+
+    def __init__(self, start: float = 1000.0) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
 
 
 class Cluster:

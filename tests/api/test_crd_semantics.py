@@ -14,7 +14,7 @@ import pytest
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
-from controller.operator.reconciler import FINALIZER
+from controller.operator.finalizer import FINALIZER
 from tests.api.server import KubeApiServer
 
 pytestmark = pytest.mark.api

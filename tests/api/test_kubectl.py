@@ -17,7 +17,7 @@ from contextlib import contextmanager
 import pytest
 import yaml
 
-from controller.operator.reconciler import FINALIZER
+from controller.operator.finalizer import FINALIZER
 from controller.operator.run import OperatorThread
 from tests.api.operator_support import Cluster, wait_for
 from tests.api.server import KubeApiServer

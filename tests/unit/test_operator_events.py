@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
-from controller.operator.events import EventFacts, Posted, decide_events
+from controller.operator.events import (
+    EventFacts,
+    EventSpec,
+    Posted,
+    decide_events,
+    event_body,
+    object_reference,
+    policy_reference,
+)
+from controller.operator.records import PolicyMeta
 
 HOUR = 3600.0
 
@@ -58,3 +67,27 @@ def test_overlap_and_ready_are_announced() -> None:
     assert todo == ["Warning/SubnetOverlap"]
     assert reasons(EventFacts(overlaps=("x overlaps y",)), memory, 1)[0] == []
     assert reasons(EventFacts(became_ready=True), {}, 0)[0] == ["Normal/Ready"]
+
+
+def test_an_event_about_a_policy_refers_to_it_and_carries_its_reason() -> None:
+    involved = policy_reference(PolicyMeta("mesh", uid="u-1", resource_version="7"))
+    event = event_body(involved, EventSpec("Warning", "SubnetOverlap", "x" * 2000), "default",
+                       "operator-0", "2026-01-01T00:00:00Z")
+    assert event["involvedObject"] == {
+        "apiVersion": "strongmesh.io/v1alpha1", "kind": "IPsecPolicy", "name": "mesh",
+        "uid": "u-1", "resourceVersion": "7"}
+    assert event["metadata"] == {"generateName": "mesh.", "namespace": "default"}
+    assert (event["type"], event["reason"], len(event["message"])) == (
+        "Warning", "SubnetOverlap", 1024)
+    assert (event["reportingComponent"], event["reportingInstance"]) == (
+        "strongmesh.io/operator", "operator-0")
+    assert event["firstTimestamp"] == event["lastTimestamp"] == "2026-01-01T00:00:00Z"
+
+
+def test_an_event_about_a_csr_refers_to_it() -> None:
+    csr = {"apiVersion": "certificates.k8s.io/v1", "kind": "CertificateSigningRequest",
+           "metadata": {"name": "node-1-abc", "uid": "u-2", "resourceVersion": "3"}}
+    assert object_reference(csr) == {
+        "apiVersion": "certificates.k8s.io/v1", "kind": "CertificateSigningRequest",
+        "name": "node-1-abc", "uid": "u-2", "resourceVersion": "3"}
+    assert object_reference({})["name"] == ""

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from controller.models.common import LabelSelector
-from controller.operator.overlap import PolicyScope, find_overlaps
+from controller.operator.overlap import PolicyScope, find_overlaps, overlaps_of
+from controller.operator.records import PolicyRecord, parse_policy
 
 NODES = {"node-1": {"pool": "a"}, "node-2": {"pool": "b"}}
 
@@ -52,3 +53,23 @@ def test_both_policies_name_each_other_and_the_shared_nodes() -> None:
 
 def test_a_single_policy_never_overlaps_itself() -> None:
     assert find_overlaps([scope("a", ["10.0.0.0/16", "10.0.0.0/24"])], NODES) == {"a": []}
+
+
+def policy(name: str, subnets: list[str], **meta: str) -> tuple[str, PolicyRecord]:
+    return name, parse_policy({
+        "apiVersion": "strongmesh.io/v1alpha1", "kind": "IPsecPolicy",
+        "metadata": {"name": name, **meta},
+        "spec": {"ipsecSubnets": subnets,
+                 "credentials": {"secretRef": {"name": "c", "namespace": "n"}}},
+    })
+
+
+def test_policies_being_deleted_or_unparsable_claim_nothing() -> None:
+    records = dict([
+        policy("a", ["10.0.0.0/16"]),
+        policy("b", ["10.0.1.0/24"]),
+        policy("going", ["10.0.0.0/8"], deletionTimestamp="2026-01-01T00:00:00Z"),
+        policy("broken", []),
+    ])
+    assert [r.other for r in overlaps_of("a", records, NODES)] == ["b"]
+    assert overlaps_of("going", records, NODES) == []

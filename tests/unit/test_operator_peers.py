@@ -10,11 +10,18 @@ from controller.models.peers import IPsecPeerSliceSpec, Peer
 from controller.models.policy import IPsecPolicySpec
 from controller.operator.peers import (
     SlicePlan,
+    new_slice,
+    plan_publication,
     plan_removal,
     plan_slices,
     policy_peers,
+    replace_slice_spec,
     slice_name,
 )
+from controller.operator.records import PolicyMeta, PolicyRecord, parse_policy
+from controller.pki import fingerprint
+from controller.validation import IssuerCA
+from tests.certs import make_ca
 
 EVERY = LabelSelector()
 SPEC = IPsecPolicySpec.model_validate({
@@ -136,3 +143,67 @@ def test_long_policy_names_give_valid_distinct_slice_names() -> None:
 
 def test_removal_deletes_every_slice() -> None:
     assert plan_removal({"mesh-1": spec([]), "mesh-0": spec([])}).deletes == ("mesh-0", "mesh-1")
+
+
+def policy(spec: dict[str, object] | None = None, generation: int = 1) -> PolicyRecord:
+    return parse_policy({
+        "apiVersion": "strongmesh.io/v1alpha1", "kind": "IPsecPolicy",
+        "metadata": {"name": "mesh", "generation": generation},
+        "spec": {"ipsecSubnets": ["10.0.0.0/16"],
+                 "credentials": {"secretRef": {"name": "c", "namespace": "n"}}} | (spec or {}),
+    })
+
+
+BAD_ESP: dict[str, object] = {"esp": {"proposals": ["aes128"]}}  # no integrity: invalid
+ISSUER_SPEC: dict[str, object] = {
+    "credentials": {"issuer": {"secretRef": {"name": "ca", "namespace": "n"}}}}
+NODE_A: dict[str, dict[str, str]] = {"a": {}}
+ENFORCING_A = {"a": ipsec_node("a", "10.0.0.1")}
+
+
+def publish(record: PolicyRecord, existing: dict[str, IPsecPeerSliceSpec],
+            issuer: IssuerCA | None = None) -> SlicePlan:
+    return plan_publication(record, issuer, existing, NODE_A, ENFORCING_A, {})
+
+
+def test_a_valid_policy_is_published_with_its_peers() -> None:
+    plan = publish(policy(), {})
+    (content,) = plan.upserts.values()
+    assert (content.policy_generation, [p.node for p in content.peers]) == (1, ["a"])
+    assert content.policy_spec == policy().valid_spec
+
+
+def test_an_invalid_edit_keeps_the_published_spec_and_generation() -> None:
+    published = publish(policy(), {}).upserts
+    invalid = policy(BAD_ESP, generation=2)
+    assert publish(invalid, dict(published)).empty  # the nodes keep the last good spec
+    # the peers still follow, with the spec as published
+    stale = {"mesh-0": published["mesh-0"].model_copy(update={"peers": []})}
+    (rewritten,) = publish(invalid, stale).upserts.values()
+    assert (rewritten.policy_generation, rewritten.policy_spec) == (1, policy().valid_spec)
+    assert [p.node for p in rewritten.peers] == ["a"]
+
+
+def test_a_policy_never_valid_publishes_nothing() -> None:
+    assert publish(policy(BAD_ESP), {}).empty
+
+
+def test_issuer_mode_publishes_the_trusted_cas_and_the_signer_and_keeps_them_while_bad() -> None:
+    ca = make_ca("Issuer CA")
+    issuer = IssuerCA(ca.cert_pem, ca.key_pem(), (ca.cert_pem,), "CN=Issuer CA")
+    published = publish(policy(ISSUER_SPEC), {}, issuer).upserts
+    assert (published["mesh-0"].trust_bundle, published["mesh-0"].signer) == (
+        ca.cert_pem, fingerprint(ca.cert_pem))
+    assert publish(policy(ISSUER_SPEC), dict(published), None).empty
+
+
+def test_a_new_slice_is_owned_by_its_policy_and_a_patch_replaces_the_content() -> None:
+    content = spec([peer(1)])
+    created = new_slice("mesh-0", content, PolicyMeta("mesh", uid="u-1"))
+    assert created["metadata"]["ownerReferences"] == [
+        {"apiVersion": "strongmesh.io/v1alpha1", "kind": "IPsecPolicy", "name": "mesh",
+         "uid": "u-1"}]
+    assert (created["kind"], created["spec"]) == ("IPsecPeerSlice", content.to_api())
+    assert "ownerReferences" not in new_slice("mesh-0", content, None)["metadata"]
+    assert replace_slice_spec(content) == [
+        {"op": "replace", "path": "/spec", "value": content.to_api()}]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from controller.operator.records import SecretContents
 from controller.operator.state import ClusterState
 
 
@@ -73,7 +74,7 @@ def test_only_referenced_secrets_are_kept() -> None:
     assert ("sm", "x") not in s.secrets
     creds = {"metadata": {"name": "creds", "namespace": "sm"}, "data": {}}
     assert s.apply_secret("MODIFIED", creds) == {"a"}
-    assert s.secrets[("sm", "creds")] == creds
+    assert s.secrets[("sm", "creds")] == SecretContents({})
     s.apply_secret("DELETED", creds)
     assert s.secrets[("sm", "creds")] is None
 
@@ -89,6 +90,42 @@ def test_status_only_policy_update_dirties_nothing() -> None:
     s = state()
     written = policy("a", pool="a") | {"status": {"observedGeneration": 1}}
     assert s.apply_policy("MODIFIED", written) == set()
-    assert s.policies["a"]["status"] == {"observedGeneration": 1}
+    served = s.policies["a"].served_status
+    assert served is not None
+    assert served.observed_generation == 1
     edited = policy("a", pool="b")
     assert s.apply_policy("MODIFIED", edited) == {"a", "b"}
+
+
+def versioned(rv: str, **labels: str) -> dict[str, Any]:
+    body = policy("a", **labels)
+    body["metadata"]["resourceVersion"] = rv
+    return body
+
+
+def test_an_event_older_than_the_kept_version_is_ignored() -> None:
+    s = state()
+    s.apply_policy("MODIFIED", versioned("7", pool="b"))
+    assert s.apply_policy("MODIFIED", versioned("5", pool="c")) == set()  # overtaken
+    assert s.policies["a"].meta.resource_version == "7"
+    assert s.apply_policy("DELETED", versioned("5")) == {"a", "b"}  # deletion always counts
+    assert "a" not in s.policies
+
+
+def test_own_writes_are_kept_unless_newer_arrived_or_the_policy_is_gone() -> None:
+    s = state()
+    s.apply_policy("MODIFIED", versioned("7"))
+    s.apply_own_write(versioned("6", pool="x"))
+    assert s.policies["a"].meta.resource_version == "7"
+    s.apply_own_write(versioned("8", pool="x"))
+    assert s.policies["a"].meta.resource_version == "8"
+    s.apply_policy("DELETED", versioned("8"))
+    s.apply_own_write(versioned("9"))
+    assert "a" not in s.policies
+
+
+def test_a_secret_read_by_the_operator_is_kept_decoded() -> None:
+    s = state()
+    assert s.keep_secret(("sm", "creds"), None) is None
+    assert s.keep_secret(("sm", "creds"), {"stringData": {"ca.crt": "PEM"}}) == SecretContents(
+        {"ca.crt": "PEM"})

@@ -2,21 +2,25 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
 
-from controller.models.common import LabelSelector
+from controller.models.common import Condition, ConditionStatus, LabelSelector
 from controller.models.node import IPsecNode
 from controller.models.policy import IPsecPolicyStatus
 from controller.operator.status import (
     CredentialsVerdict,
     OverlapReport,
     PolicyFacts,
+    became_ready,
     compute_status,
     condition,
     invalid_body_status,
     missing_pairs,
+    rfc3339,
+    status_patch,
 )
 
 T0 = "2026-01-01T00:00:00Z"
@@ -292,3 +296,62 @@ def test_the_policy_shows_the_smallest_packet_every_node_can_carry() -> None:
     status = compute_status(policy(role="worker"), VALID, NODES, nodes, [], None, T0)
     assert status.summary.max_inner_packet == 1446
     assert [r.max_inner_packet for r in status.nodes] == [1446, 8946]
+
+
+def test_the_status_is_patched_only_when_it_differs_from_what_the_api_serves() -> None:
+    computed = compute_status(policy(role="worker"), VALID, NODES, {}, [], None, T0)
+    assert status_patch(None, computed) == {"status": computed.to_api()}
+    assert status_patch(IPsecPolicyStatus(), computed) == {"status": computed.to_api()}
+    assert status_patch(computed.model_copy(deep=True), computed) is None
+
+
+def with_ready(status: ConditionStatus | None) -> IPsecPolicyStatus:
+    return IPsecPolicyStatus(conditions=[] if status is None else [Condition(
+        type="Ready", status=status, reason="r", message="", last_transition_time=T0)])
+
+
+@pytest.mark.parametrize(
+    ("served", "current", "expected"),
+    [(None, "True", True), ("False", "True", True), ("True", "True", False),
+     ("True", "False", False), (None, None, False)],
+)
+def test_ready_is_news_only_when_it_turns_true(
+    served: ConditionStatus | None, current: ConditionStatus | None, expected: bool
+) -> None:
+    assert became_ready(with_ready(served), with_ready(current)) == expected
+    if served is None:
+        assert became_ready(None, with_ready(current)) == expected
+
+
+def test_timestamps_are_utc_seconds() -> None:
+    moment = datetime(2026, 1, 1, 1, 0, 0, 999, tzinfo=timezone(timedelta(hours=1)))
+    assert rfc3339(moment) == "2026-01-01T00:00:00Z"
+
+
+def test_a_missing_pair_is_overdue_only_after_the_grace_period() -> None:
+    from controller.operator.status import OverduePairs
+
+    tracker = OverduePairs()
+    pair = [("node-1", "node-2")]
+    assert tracker.update("mesh", pair, now=100.0, grace=60.0) == ((), 60.0)
+    assert tracker.update("mesh", pair, now=130.0, grace=60.0) == ((), 30.0)
+    assert tracker.update("mesh", pair, now=161.0, grace=60.0) == ((("node-1", "node-2"),), None)
+    assert tracker.update("mesh", [], now=170.0, grace=60.0) == ((), None)  # it came up
+    assert tracker.update("mesh", pair, now=180.0, grace=60.0) == ((), 60.0)  # counts anew
+    tracker.forget("mesh")
+    assert tracker.since == {}
+
+
+def test_a_published_peer_without_an_installed_sa_is_a_missing_pair() -> None:
+    """The agent may not have read the slice yet (it reports nothing missing): the operator
+    knows whom it published to it."""
+    from controller.operator.status import missing_pairs
+
+    node = IPsecNode.model_validate({
+        "metadata": {"name": "node-1"},
+        "status": {"policies": [{"name": "mesh", "generation": 1, "address": "10.0.0.1"}],
+                   "sas": [{"policy": "mesh", "peer": "10.0.0.2", "state": "INSTALLED"}]},
+    })
+    published = {"node-1": "10.0.0.1", "node-2": "10.0.0.2", "node-3": "10.0.0.3"}
+    assert missing_pairs("mesh", {"node-1": node}, ["node-1"], published) == [
+        ("node-1", "node-3")]

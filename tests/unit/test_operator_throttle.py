@@ -1,13 +1,17 @@
-"""A burst of updates becomes one write per key per interval; the latest state wins."""
+"""A burst of updates becomes one write per key per interval; the latest state wins.
+
+The schedule is told the time, so these tables run on a clock that moves only when they say.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import itertools
+import contextlib
 
 import pytest
 
-from controller.operator.throttle import Coalescer, due_at
+from controller.operator.schedule import WriteSchedule, due_at
+from controller.operator.throttle import Coalescer
 
 
 @pytest.mark.parametrize(
@@ -18,57 +22,91 @@ def test_due_at_waits_out_the_interval(last: float | None, now: float, expected:
     assert due_at(last, now, 1.0) == expected
 
 
-async def test_burst_is_folded_into_one_write_per_interval() -> None:
-    writes: list[tuple[str, float]] = []
-    loop = asyncio.get_running_loop()
-    coalescer: Coalescer
-
-    async def write(key: str) -> None:
-        writes.append((key, loop.time()))
-
-    coalescer = Coalescer(write, interval=0.2)
-    task = asyncio.create_task(coalescer.run())
-    start = loop.time()
-    for _ in range(50):  # 50 updates over ~0.5 s
-        coalescer.mark("mesh")
-        coalescer.mark("other")
-        await asyncio.sleep(0.01)
-    burst = loop.time() - start
-    await asyncio.sleep(0.3)
-    task.cancel()
-    mesh = [t - start for key, t in writes if key == "mesh"]
-    assert 2 <= len(mesh) <= burst / 0.2 + 2  # first at once, then at most one per 0.2 s
-    assert all(b - a >= 0.19 for a, b in itertools.pairwise(mesh))
-    assert mesh[0] < 0.1
-    assert len([k for k, _ in writes if k == "other"]) == len(mesh)
+def written(interval: int, marks: dict[int, list[str]], until: int) -> list[tuple[int, str]]:
+    """Drive a schedule on whole-number times: at each tick the marks, then the due writes."""
+    schedule = WriteSchedule(interval)
+    out = []
+    for now in range(until + 1):
+        for marked in marks.get(now, []):
+            schedule.mark(marked, now)
+        while (key := schedule.take(now)) is not None:
+            out.append((now, key))
+    return out
 
 
-async def test_failed_write_is_retried() -> None:
-    attempts = []
+@pytest.mark.parametrize(
+    ("marks", "expected"),
+    [
+        ({3: ["a"]}, [(3, "a")]),  # a quiet key is written at once
+        ({t: ["a"] for t in range(50)}, [(t, "a") for t in range(0, 51, 10)]),  # a burst
+        ({0: ["a"], 25: ["a"]}, [(0, "a"), (25, "a")]),  # quiet again: at once again
+        ({0: ["b", "a"], 1: ["a", "b"]}, [(0, "a"), (0, "b"), (10, "a"), (10, "b")]),
+    ],
+    ids=["single", "burst-of-50", "after-a-pause", "keys-independent-in-name-order"],
+)
+def test_writes_are_at_most_one_per_interval_per_key(
+    marks: dict[int, list[str]], expected: list[tuple[int, str]]
+) -> None:
+    assert written(10, marks, until=60) == expected
+
+
+def test_a_key_marked_while_its_write_runs_is_due_one_interval_after_the_write_started() -> None:
+    schedule = WriteSchedule(10)
+    schedule.mark("a", 0)
+    assert schedule.take(0) == "a"
+    assert schedule.mark("a", 4)  # during the write: a new pending write
+    assert not schedule.mark("a", 5)  # folded into that one
+    assert (schedule.take(9), schedule.next_due(), schedule.take(10)) == (None, 10, "a")
+
+
+def test_a_failed_write_is_retried_one_interval_later() -> None:
+    schedule = WriteSchedule(10)
+    schedule.mark("a", 0)
+    assert schedule.take(0) == "a"
+    schedule.retry("a", 2)
+    assert (schedule.take(11), schedule.take(12)) == (None, "a")
+
+
+def test_a_failed_write_marked_meanwhile_keeps_its_earlier_due_time() -> None:
+    schedule = WriteSchedule(10)
+    schedule.mark("a", 0)
+    schedule.take(0)
+    schedule.mark("a", 1)
+    schedule.retry("a", 15)
+    assert schedule.next_due() == 10
+
+
+def test_a_forgotten_key_is_not_written_and_starts_afresh() -> None:
+    schedule = WriteSchedule(10)
+    schedule.mark("gone", 0)
+    schedule.take(0)
+    schedule.mark("gone", 1)
+    schedule.forget("gone")
+    assert (schedule.pending(), schedule.take(100)) == (set(), None)
+    schedule.mark("gone", 2)  # a new policy of the same name: no history
+    assert schedule.take(2) == "gone"
+
+
+async def test_the_coalescer_writes_a_marked_key_and_retries_a_failed_write() -> None:
+    """The loop around the schedule: with a zero interval a failed write is due again at once,
+    so the test waits for the second attempt, not for a clock."""
+    attempts: list[str] = []
+    retried = asyncio.Event()
 
     async def write(key: str) -> None:
         attempts.append(key)
         if len(attempts) == 1:
             raise RuntimeError("API down")
+        retried.set()
 
-    coalescer = Coalescer(write, interval=0.05)
+    coalescer = Coalescer(write, interval=0.0)
     task = asyncio.create_task(coalescer.run())
     coalescer.mark("mesh")
-    await asyncio.sleep(0.2)
-    task.cancel()
+    try:
+        await asyncio.wait_for(retried.wait(), timeout=10)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
     assert attempts == ["mesh", "mesh"]
-
-
-async def test_forgotten_key_is_not_written() -> None:
-    written = []
-
-    async def write(key: str) -> None:
-        written.append(key)
-
-    coalescer = Coalescer(write, interval=0.1)
-    coalescer.mark("gone")
-    coalescer.forget("gone")
-    task = asyncio.create_task(coalescer.run())
-    await asyncio.sleep(0.05)
-    task.cancel()
-    assert written == []
+    assert coalescer.pending() == set()

@@ -1,4 +1,4 @@
-"""The operator's credentials verdict names the Secret and the offending key."""
+"""The operator's assessment of a policy's Secret names the Secret and the offending key."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 
 from controller.models.policy import IPsecPolicySpec
-from controller.operator.verdicts import check_credentials, check_policy
+from controller.operator.records import SecretContents, parse_secret
+from controller.operator.verdicts import assess_secret, unreadable_secret
 from tests.certs import NOW, make_ca, make_cert, secret_data, secret_manifest
 
 SPEC = IPsecPolicySpec.model_validate(
@@ -20,8 +21,8 @@ SPEC = IPsecPolicySpec.model_validate(
 )
 
 
-def secret(data: dict[str, str]) -> dict[str, Any]:
-    return secret_manifest(data, name="creds", namespace="sm")
+def secret(data: dict[str, str]) -> SecretContents:
+    return parse_secret(secret_manifest(data, name="creds", namespace="sm"))
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +31,7 @@ def ca() -> Any:
 
 
 def test_valid_secret_names_the_identity(ca: Any) -> None:
-    check = check_credentials(SPEC, secret(secret_data(make_cert(ca, "node"), [ca])), NOW)
+    check = assess_secret(SPEC, secret(secret_data(make_cert(ca, "node"), [ca])), NOW)
     assert (check.verdict.valid, check.verdict.reason) == (True, "Valid")
     assert "CN=node" in check.verdict.message
     assert check.expiry_level is None
@@ -39,14 +40,14 @@ def test_valid_secret_names_the_identity(ca: Any) -> None:
 def test_malformed_ca_is_invalid_and_names_ca_crt(ca: Any) -> None:
     data = secret_data(make_cert(ca, "node"), [ca])
     data["ca.crt"] = data["ca.crt"].replace("\n", "\n!", 3)
-    check = check_credentials(SPEC, secret(data), NOW)
+    check = assess_secret(SPEC, secret(data), NOW)
     assert (check.verdict.valid, check.verdict.reason) == (False, "Invalid")
     assert "ca.crt" in check.verdict.message
     assert check.verdict.message.startswith("Secret sm/creds: ")
 
 
 def test_missing_secret_is_reported_by_name() -> None:
-    check = check_credentials(SPEC, None, NOW)
+    check = assess_secret(SPEC, None, NOW)
     assert (check.verdict.valid, check.verdict.reason, check.verdict.message) == (
         False,
         "SecretNotFound",
@@ -62,7 +63,7 @@ def test_expiry_level_comes_with_a_still_valid_verdict(
     ca: Any, days_left: int, level: str | None
 ) -> None:
     cert = make_cert(ca, "node", not_after=NOW + timedelta(days=days_left))
-    check = check_credentials(SPEC, secret(secret_data(cert, [ca])), NOW)
+    check = assess_secret(SPEC, secret(secret_data(cert, [ca])), NOW)
     assert check.verdict.valid
     assert check.expiry_level == level
     if level:
@@ -71,35 +72,15 @@ def test_expiry_level_comes_with_a_still_valid_verdict(
 
 def test_undecodable_secret_is_invalid_naming_the_key() -> None:
     body = {"data": {"tls.crt": "!!!", "ca.crt": base64.b64encode(b"x").decode()}}
-    check = check_credentials(SPEC, body, NOW)
+    check = assess_secret(SPEC, parse_secret(body), NOW)
     assert (check.verdict.valid, check.verdict.reason) == (False, "Invalid")
     assert "tls.crt" in check.verdict.message
 
 
-def test_semantically_invalid_policy_keeps_its_model_for_node_listing() -> None:
-    body = {
-        "apiVersion": "strongmesh.io/v1alpha1",
-        "kind": "IPsecPolicy",
-        "metadata": {"name": "p"},
-        "spec": {
-            "ipsecSubnets": ["10.0.0.0/24"],
-            "esp": {"proposals": ["aes128"]},  # a cipher without integrity: parses, invalid
-            "credentials": {"secretRef": {"name": "c", "namespace": "n"}},
-        },
-    }
-    check = check_policy(body)
-    assert check.policy is not None
-    assert any("spec.esp.proposals" in e for e in check.errors)
-
-
-def test_unparsable_policy_has_no_model_and_an_error() -> None:
-    check = check_policy(
-        {
-            "apiVersion": "strongmesh.io/v1alpha1",
-            "kind": "IPsecPolicy",
-            "metadata": {"name": "p"},
-            "spec": {},
-        }
+def test_a_secret_rbac_refuses_is_unreadable_and_says_how_to_allow_it() -> None:
+    check = unreadable_secret(("sm", "creds"), 'secrets "creds" is forbidden')
+    assert (check.verdict.valid, check.verdict.reason) == (False, "SecretUnreadable")
+    assert check.verdict.message == (
+        "Secret sm/creds may not be read by the operator: the chart's credentials.secretNames "
+        "(and credentials.namespace) must name it (secrets \"creds\" is forbidden)"
     )
-    assert check.policy is None
-    assert check.errors

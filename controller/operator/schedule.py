@@ -1,0 +1,53 @@
+"""When each dirty key may be written: at once, or one interval after its last write (PURE).
+
+The ``Coalescer`` (``throttle``) asks this schedule which key is due at the time it reads from
+its clock; a burst of marks for a key waiting on its interval is one pending write.
+"""
+
+from __future__ import annotations
+
+
+def due_at(last_write: float | None, now: float, interval: float) -> float:
+    """When a key that became dirty at ``now`` may be written."""
+    if last_write is None:
+        return now
+    return max(now, last_write + interval)
+
+
+class WriteSchedule:
+    """Which keys are due for a write, and when (PURE: every time is passed in)."""
+
+    def __init__(self, interval: float) -> None:
+        self._interval = interval
+        self._due: dict[str, float] = {}
+        self._last: dict[str, float] = {}  # when the last write of each key started
+
+    def mark(self, key: str, now: float) -> bool:
+        """Ask for a write of ``key``; False when one is pending already (it will do)."""
+        if key in self._due:
+            return False
+        self._due[key] = due_at(self._last.get(key), now, self._interval)
+        return True
+
+    def forget(self, key: str) -> None:
+        """The key is gone (deleted policy): drop its pending write and history."""
+        self._due.pop(key, None)
+        self._last.pop(key, None)
+
+    def take(self, now: float) -> str | None:
+        """The first key (by name) due at ``now``, no longer pending: its write starts now."""
+        key = min((k for k, due in self._due.items() if due <= now), default=None)
+        if key is not None:
+            del self._due[key]
+            self._last[key] = now
+        return key
+
+    def retry(self, key: str, now: float) -> None:
+        """The write of ``key`` failed: again one interval from ``now``, unless marked since."""
+        self._due.setdefault(key, now + self._interval)
+
+    def next_due(self) -> float | None:
+        return min(self._due.values(), default=None)
+
+    def pending(self) -> set[str]:
+        return set(self._due)
