@@ -51,6 +51,7 @@ class FakeCharon:
     sas: list[SecurityAssociation] = field(default_factory=list)
     initiated: list[str] = field(default_factory=list)
     terminated: list[str] = field(default_factory=list)
+    terminated_children: list[str] = field(default_factory=list)
     down: bool = False
     establish: bool = False
     restarts: int = 0
@@ -129,6 +130,8 @@ class FakeCharon:
             self.remotes[name] = str((body.get("remote_addrs") or [""])[0])
             self.children[name] = list(body.get("children") or {})
             self.cred_certs |= embedded_certs(body)
+        # as the adapter does: a reset catch-all's SAs are closed; others stay up
+        self.sas = [sa for sa in self.sas if sa.connection not in plan.reset_conns]
         self.owned = owned_after(plan, before)
 
     def initiate(self, connection: str, child: str | None = None) -> None:
@@ -143,6 +146,11 @@ class FakeCharon:
         self._up()
         self.terminated.append(ike_id)
         self.sas = [sa for sa in self.sas if sa.ike_id != ike_id]
+
+    def terminate_child(self, child_id: str) -> None:
+        self._up()
+        self.terminated_children.append(child_id)
+        self.sas = [sa for sa in self.sas if sa.child_id != child_id]
 
     def close(self) -> None:
         pass

@@ -8,6 +8,10 @@ link it lost, since its peers still believe in their halves). The agent re-initi
 back-off while an SA is missing (the peer may not have loaded its side yet: charon does not
 retry a refused exchange); in Tunnel mode each child of a link (transport, pods) on its own.
 
+A connection whose config changed (new proposals, certificates, trusted CAs) makes before it
+breaks: its initiator negotiates a new IKE_SA while the old one keeps carrying traffic, and the
+old one then goes as a duplicate (``still_outdated`` tracks it until then).
+
 Two kinds of SAs are removed: a second IKE_SA of one per-peer connection that survived two
 passes (a rekey briefly has two, a restart of the peer's charon can leave a stale one; both
 ends keep the newest, so they agree), and an SA that the policy's catch-all connection made
@@ -82,21 +86,26 @@ def plan_initiations(
     attempts: Mapping[str, Attempts],
     now: float,
     every_link: bool = False,
+    outdated: Mapping[str, frozenset[str]] | None = None,
 ) -> InitiationPlan:
     """Initiator links without an installed CHILD_SA whose back-off has run out.
 
     ``every_link``: this node's charon restarted and lost its SAs while its peers may still
     hold their halves (they would only notice at the next dead-peer check): it initiates every
     missing link itself, whichever address is lower; the peer then holds two IKE_SAs for a
-    moment and closes the older one."""
+    moment and closes the older one. ``outdated``: per connection, the CHILD_SAs negotiated
+    under a config that has changed since: they carry traffic until new ones are up, but do
+    not count as the link's SAs (make before break)."""
     initiate: list[tuple[str, str]] = []
     after: dict[str, Attempts] = {}
     for link in links:
         if not every_link and not initiates(link.local, link.address):
             continue  # responders wait
         busy = negotiating(sas, link.connection)
+        old = (outdated or {}).get(link.connection, frozenset())
+        current = [sa for sa in sas if sa.child_id not in old] if old else sas
         for child in link.all_children:
-            if child_installed(sas, link.connection, child):
+            if child_installed(current, link.connection, child):
                 continue  # an installed SA resets the back-off
             previous = attempts.get(child, Attempts())
             if busy or now < previous.next_at:
@@ -106,6 +115,31 @@ def plan_initiations(
             after[child] = Attempts(count=previous.count + 1, next_at=now + delay)
             initiate.append((link.connection, child))
     return InitiationPlan(initiate=tuple(initiate), attempts=after)
+
+
+def negotiated_before(
+    connections: Iterable[str], sas: Iterable[SecurityAssociation]
+) -> dict[str, frozenset[str]]:
+    """The CHILD_SAs of ``connections`` (whose config just changed) as they are now: all of
+    them predate the new config."""
+    wanted = set(connections)
+    found: dict[str, set[str]] = {}
+    for sa in sas:
+        if sa.connection in wanted and sa.child_id:
+            found.setdefault(sa.connection, set()).add(sa.child_id)
+    return {conn: frozenset(ids) for conn, ids in found.items()}
+
+
+def still_outdated(
+    outdated: Mapping[str, frozenset[str]], sas: Iterable[SecurityAssociation]
+) -> dict[str, frozenset[str]]:
+    """The outdated CHILD_SAs that still exist (each goes once its successor is up: with its
+    IKE_SA as a duplicate, or on its own when the new one shares the IKE_SA)."""
+    present: dict[str, set[str]] = {}
+    for sa in sas:
+        present.setdefault(sa.connection, set()).add(sa.child_id)
+    kept = {conn: ids & frozenset(present.get(conn, ())) for conn, ids in outdated.items()}
+    return {conn: ids for conn, ids in kept.items() if ids}
 
 
 @dataclass(frozen=True)
@@ -135,18 +169,36 @@ def _newest_first(ids: Iterable[str]) -> list[str]:
 
 @dataclass(frozen=True)
 class Unwanted:
-    """IKE_SA ids to terminate, by why."""
+    """SAs to terminate, by why."""
 
     duplicates: frozenset[str] = frozenset()  # older established IKE_SAs of one connection
     superseded: frozenset[str] = frozenset()  # catch-all IKE_SAs with a now known peer
+    # outdated CHILD_SAs (child ids) whose successor is installed in the same IKE_SA (charon
+    # reuses an IKE_SA whose config did not change: a change of ESP settings only)
+    replaced: frozenset[str] = frozenset()
+
+
+def replaced_children(
+    sas: Sequence[SecurityAssociation], outdated: Mapping[str, frozenset[str]]
+) -> frozenset[str]:
+    """Outdated CHILD_SAs with an installed successor (same child) in their own IKE_SA. One
+    whose successor lives in a new IKE_SA goes with its IKE_SA, as a duplicate."""
+    fresh = {(sa.connection, sa.ike_id, sa.child) for sa in sas
+             if sa.state == "INSTALLED" and sa.child_id
+             and sa.child_id not in outdated.get(sa.connection, frozenset())}
+    return frozenset(sa.child_id for sa in sas
+                     if sa.child_id in outdated.get(sa.connection, frozenset())
+                     and (sa.connection, sa.ike_id, sa.child) in fresh)
 
 
 def unwanted_ike_sas(
     sas: Sequence[SecurityAssociation],
     links: Sequence[PeerLink],
     catchall: Mapping[str, str],
+    outdated: Mapping[str, frozenset[str]] | None = None,
 ) -> Unwanted:
-    """IKE_SAs that should not exist. ``catchall``: catch-all connection name -> policy."""
+    """SAs that should not exist. ``catchall``: catch-all connection name -> policy;
+    ``outdated``: as for ``plan_initiations``."""
     superseded: set[str] = set()
     duplicates: set[str] = set()
     per_peer = {link.connection for link in links}
@@ -160,17 +212,27 @@ def unwanted_ike_sas(
     for found in by_connection.values():
         established = _newest_first(i.ike_id for i in found if i.established)
         duplicates.update(established[1:])
-    return Unwanted(frozenset(duplicates), frozenset(superseded))
+    return Unwanted(frozenset(duplicates), frozenset(superseded),
+                    replaced_children(sas, outdated or {}))
 
 
 @dataclass
 class TerminationGate:
-    """A duplicate must be seen on two passes in a row before it goes (rekeying overlaps);
+    """A duplicate IKE_SA or a replaced CHILD_SA must be seen on two passes in a row before it
+    goes (rekeying overlaps; packets still in flight on the old SA arrive meanwhile);
     catch-all SAs with known peers go at once (they only hurt)."""
 
     _candidates: frozenset[str] = frozenset()
+    _children: frozenset[str] = frozenset()
 
     def confirm(self, unwanted: Unwanted) -> set[str]:
+        """IKE_SA ids to close now."""
         confirmed = {i for i in unwanted.duplicates if i in self._candidates}
         self._candidates = unwanted.duplicates
         return confirmed | set(unwanted.superseded)
+
+    def confirm_children(self, unwanted: Unwanted) -> set[str]:
+        """CHILD_SA ids to close now."""
+        confirmed = {i for i in unwanted.replaced if i in self._children}
+        self._children = unwanted.replaced
+        return confirmed

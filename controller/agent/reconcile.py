@@ -10,6 +10,7 @@ is down. Nothing is torn down except what the desired state no longer contains.
 from __future__ import annotations
 
 import functools
+import ipaddress
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -22,7 +23,9 @@ from controller.agent.peering import (
     Attempts,
     TerminationGate,
     link_installed,
+    negotiated_before,
     plan_initiations,
+    still_outdated,
     unwanted_ike_sas,
 )
 from controller.agent.state import CredentialCheck, GoodPolicy, Resolution, resolve
@@ -36,7 +39,7 @@ from controller.models.node import (
 from controller.models.policy import CertificateExpiry, IPsecPolicySpec
 from controller.mtu import mtu_facts
 from controller.ownership import reqid_for
-from controller.scope import node_address_for, pod_space
+from controller.scope import node_address_for, pod_space, pods_in_scope
 from controller.strongswan import (
     ActualCharon,
     CharonPlan,
@@ -69,6 +72,7 @@ class CharonPort(Protocol):
     def list_sas(self) -> list[SecurityAssociation]: ...
     def initiate(self, connection: str, child: str | None = None) -> None: ...
     def terminate_ike(self, ike_id: str) -> None: ...
+    def terminate_child(self, child_id: str) -> None: ...
     def charon_id(self) -> str: ...
     def close(self) -> None: ...
 
@@ -134,12 +138,10 @@ def desired_state(enforce: Sequence[GoodPolicy], node: NodeFacts) -> DesiredNode
     peers: dict[str, list[str]] = {}
     # policy -> (peer address, its pod CIDRs) for every peer with a pod tunnel
     tunnels: dict[str, list[tuple[str, tuple[str, ...]]]] = {}
-    link_pods: dict[str, tuple[str, ...]] = {}  # policy -> this node's pods in its tunnels
     for link in charon.links:
         peers.setdefault(link.policy, []).append(link.address)
         if link.pods:
             tunnels.setdefault(link.policy, []).append((link.address, link.pods.remote))
-            link_pods[link.policy] = link.pods.local
     by_address: dict[str, list[ProtectEntry]] = {}
     for g in enforce:
         if g.name in problems:
@@ -150,7 +152,9 @@ def desired_state(enforce: Sequence[GoodPolicy], node: NodeFacts) -> DesiredNode
             peer_pods = tuple(tunnels.get(g.name, ()))
             by_address.setdefault(address, []).append(ProtectEntry(
                 g.policy.spec, catchall, per_peer, peers=tuple(peers.get(g.name, ())),
-                tunnel_reqid=tunnel, local_pods=link_pods.get(g.name, ()),
+                # the node's own pods, peers or not: Required blocks their pod space at once
+                tunnel_reqid=tunnel, local_pods=pods_in_scope(
+                    g.policy.spec, node.pod_cidrs, ipaddress.ip_address(address).version),
                 peer_pods=peer_pods, pod_space=spaces[g.name],
             ))
     policies: set[XfrmPolicy] = set()
@@ -234,6 +238,8 @@ class NodeReconciler:
         self._attempts: Mapping[str, Attempts] = {}
         self._termination = TerminationGate()
         self._restarted_at: float | None = None  # when charon was last seen restarted
+        # per connection, its IKE_SAs negotiated before its config changed (make before break)
+        self._outdated: Mapping[str, frozenset[str]] = {}
         self._clock = clock
 
     def close(self) -> None:
@@ -317,6 +323,7 @@ class NodeReconciler:
                             current)
                 self._restarted_at = self._clock()
                 self._attempts = {}  # nothing of the old charon's is under way any more
+                self._outdated = {}
             self.charon_id = current
             plan = self._plan_charon(desired.charon, charon.read_actual())
             changed = not hold and not plan.is_empty
@@ -325,6 +332,10 @@ class NodeReconciler:
                 charon.apply(plan)
             states = self._xfrm.read_states()
             sas = charon.list_sas()
+            if changed:
+                self._outdated = {**self._outdated,
+                                  **negotiated_before(plan.renegotiate_conns, sas)}
+            self._outdated = still_outdated(self._outdated, sas)
             if not hold:
                 self._negotiate(charon, desired, sas)
         except Exception as exc:  # charon down, restarting, or refusing: retry soon
@@ -342,7 +353,8 @@ class NodeReconciler:
         now = self._clock()
         after_restart = (self._restarted_at is not None
                          and now - self._restarted_at < RESTART_WINDOW_SECONDS)
-        plan = plan_initiations(links, sas, self._attempts, now, every_link=after_restart)
+        plan = plan_initiations(links, sas, self._attempts, now, every_link=after_restart,
+                                outdated=self._outdated)
         self._attempts = plan.attempts
         for connection, child in plan.initiate:
             log.info("initiating %s", child)
@@ -351,13 +363,20 @@ class NodeReconciler:
             except Exception as exc:  # refused now; the back-off retries it
                 log.warning("initiating %s failed: %s", child, exc)
         catchall = {conn_name(name): name for name in desired.charon.addresses}
-        for ike_id in sorted(self._termination.confirm(unwanted_ike_sas(sas, links, catchall))):
+        unwanted = unwanted_ike_sas(sas, links, catchall, self._outdated)
+        for ike_id in sorted(self._termination.confirm(unwanted)):
             log.info("closing IKE_SA #%s: a duplicate, or superseded by a per-peer connection",
                      ike_id)
             try:
                 charon.terminate_ike(ike_id)
             except Exception as exc:
                 log.warning("closing IKE_SA #%s failed: %s", ike_id, exc)
+        for child_id in sorted(self._termination.confirm_children(unwanted)):
+            log.info("closing CHILD_SA #%s: replaced after a config change", child_id)
+            try:
+                charon.terminate_child(child_id)
+            except Exception as exc:
+                log.warning("closing CHILD_SA #%s failed: %s", child_id, exc)
 
     def _next_attempt_in(
         self, desired: DesiredNode, sas: Sequence[SecurityAssociation]

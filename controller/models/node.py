@@ -90,6 +90,7 @@ class SecurityAssociation(ApiModel):
     child: str = Field(
         default="", description="charon child: the peer's transport one, or its pods' tunnel."
     )
+    child_id: str = Field(default="", description="charon's unique id of the CHILD_SA.")
     peer: str = Field(description="Peer address.")
     peer_identity: str = Field(default="", description="Peer's IKE identity.")
     ike_state: str = Field(default="", description="IKE_SA state, e.g. ESTABLISHED.")

@@ -34,6 +34,7 @@ from controller.strongswan.render import (
     CONN_PREFIX,
     DesiredCharon,
     cert_name,
+    is_peer_conn,
 )
 
 
@@ -71,11 +72,16 @@ class CharonPlan:
     load_conns: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     # fingerprint of every desired connection (loaded now or already in place)
     fingerprints: Mapping[str, str] = field(default_factory=dict)
-    # connections reloaded because their config CHANGED (not merely unknown to the ledger):
-    # their SAs were negotiated under the old config (proposals, lifetimes, identities) and
-    # charon never renegotiates them by itself, so they are closed after the reload and the
-    # trap negotiates new ones on the next packet (Required drops, never leaks, meanwhile)
+    # Connections reloaded because what they negotiate with CHANGED (proposals, lifetimes,
+    # identities, certificates, trusted CAs; not merely the addresses a catch-all answers, nor
+    # a connection unknown to the ledger). Their SAs were negotiated under the old config and
+    # charon keeps rekeying them with it, so they must be replaced:
+    # - per-peer connections make before they break: the agent initiates a new IKE_SA (the
+    #   link's initiator does), and the old one goes as a duplicate once the new one is up;
     renegotiate_conns: tuple[str, ...] = ()
+    # - catch-all connections (peers not known yet, trap-driven) are closed right after the
+    #   reload; the trap negotiates anew on the next packet (Required drops, never leaks).
+    reset_conns: tuple[str, ...] = ()
 
     @property
     def is_empty(self) -> bool:
@@ -104,6 +110,7 @@ class CharonPlan:
             ("load-key", tuple(self.load_keys)),
             ("load-conn", tuple(self.load_conns)),
             ("renegotiate", self.renegotiate_conns),
+            ("reset", self.reset_conns),
         ):
             if names:
                 parts.append(f"{label} {','.join(names)}")
@@ -127,11 +134,22 @@ def _bytes_digest(value: Any) -> Any:
 
 
 def conn_fingerprint(body: Mapping[str, Any]) -> str:
-    """SHA-256 of a load-conn body in canonical form (key order does not matter; certificates
-    count by their digest). json's C encoder walks the body: an agent with a thousand peers
+    """``NEGOTIATION.ADDRESSES``: SHA-256 of a load-conn body in canonical form (key order does
+    not matter; certificates count by their digest) without its ``remote_addrs``, and of those
+    addresses. A catch-all's addresses change whenever a peer becomes known, which needs a
+    reload but no new SAs. json's C encoder walks the body: an agent with a thousand peers
     fingerprints a thousand connections on every pass."""
-    text = json.dumps(body, sort_keys=True, separators=(",", ":"), default=_bytes_digest)
-    return hashlib.sha256(text.encode()).hexdigest()
+    rest = {k: v for k, v in body.items() if k != "remote_addrs"}
+    text = json.dumps(rest, sort_keys=True, separators=(",", ":"), default=_bytes_digest)
+    addresses = json.dumps(body.get("remote_addrs"), separators=(",", ":"))
+    return (f"{hashlib.sha256(text.encode()).hexdigest()}."
+            f"{hashlib.sha256(addresses.encode()).hexdigest()[:16]}")
+
+
+def negotiation_changed(before: str | None, after: str) -> bool:
+    """Whether a connection with ledger fingerprint ``before`` now negotiates differently
+    (a ledger written before fingerprints had two parts counts as changed)."""
+    return before is not None and before.split(".")[0] != after.split(".")[0]
 
 
 def embedded_certs(body: Mapping[str, Any]) -> frozenset[str]:
@@ -160,11 +178,14 @@ def plan_changes(desired: DesiredCharon, actual: ActualCharon) -> CharonPlan:
         name: desired.fingerprints.get(name) or conn_fingerprint(body)
         for name, body in desired.connections.items()
     }
+    # per-peer connections first: a catch-all reloaded to leave a newly known peer out must
+    # not leave that peer without any config while its own connection is still to come
     load_conns = {
         name: desired.connections[name]
-        for name in sorted(desired.connections)
+        for name in sorted(desired.connections, key=lambda n: (not is_peer_conn(n), n))
         if actual.conns.get(name) != fingerprints[name]
     }
+    changed = [n for n in load_conns if negotiation_changed(actual.conns.get(n), fingerprints[n])]
     unload_conns = tuple(
         sorted(n for n in actual.conns if n.startswith(CONN_PREFIX) and n not in fingerprints)
     )
@@ -195,7 +216,8 @@ def plan_changes(desired: DesiredCharon, actual: ActualCharon) -> CharonPlan:
         load_keys=load_keys,
         load_conns=load_conns,
         fingerprints=fingerprints,
-        renegotiate_conns=tuple(n for n in load_conns if actual.conns.get(n) is not None),
+        renegotiate_conns=tuple(n for n in changed if is_peer_conn(n)),
+        reset_conns=tuple(n for n in changed if not is_peer_conn(n)),
     )
 
 

@@ -120,6 +120,11 @@ def conn_name(policy_name: str, peer: str | None = None) -> str:
     return f"{CONN_PREFIX}{policy_name}{PEER_SEPARATOR}{peer}"
 
 
+def is_peer_conn(name: str) -> bool:
+    """A per-peer connection (``sm-POLICY@NODE``), not a policy's catch-all."""
+    return name.startswith(CONN_PREFIX) and PEER_SEPARATOR in name
+
+
 def policy_of_conn(name: str) -> str | None:
     """The policy a connection belongs to, or None when the connection is not strongmesh's."""
     if not name.startswith(CONN_PREFIX):

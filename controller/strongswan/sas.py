@@ -75,6 +75,7 @@ def _record(
     return SecurityAssociation(
         **{**common, "encapsulated": _text(child, "encap") == "yes"},
         child=_text(child, "name"),
+        child_id=_text(child, "uniqueid"),
         state=_text(child, "state"),
         protocol="AH" if protocol == "AH" else "ESP",
         mode=_text(child, "mode") or "TRANSPORT",

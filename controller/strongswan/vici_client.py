@@ -245,8 +245,10 @@ class Charon:
             )
 
     def list_sas(self) -> list[SecurityAssociation]:
-        """strongmesh's SAs (connections named ``sm-*``), typed."""
-        events = self._call("list-sas", lambda s: list(s.list_sas({"noblock": "yes"})))
+        """strongmesh's SAs (connections named ``sm-*``), typed. Blocking: with ``noblock``
+        charon leaves out every IKE_SA busy with an exchange at that moment (a CHILD_SA being
+        made, a rekey), and the pass would take a busy link for a missing one."""
+        events = self._call("list-sas", lambda s: list(s.list_sas({})))
         return parse_sas(events)
 
     def list_conns(self) -> list[dict[str, Any]]:
@@ -278,6 +280,19 @@ class Charon:
                     raise
 
         self._call(f"terminate ike {ike_id}", close)
+
+    def terminate_child(self, child_id: str) -> None:
+        """Close one CHILD_SA (its IKE_SA stays) without waiting for the peer's answer."""
+
+        def close(session: Any) -> None:
+            try:
+                for _ in session.terminate({"child-id": child_id, "timeout": "-1"}):
+                    pass
+            except CommandException as exc:  # gone meanwhile: nothing to do
+                if "no matching" not in str(exc):
+                    raise
+
+        self._call(f"terminate child {child_id}", close)
 
     def apply(self, plan: CharonPlan) -> None:
         """Perform ``plan`` step by step; a failing step does not stop the independent ones.
@@ -327,7 +342,7 @@ class Charon:
             for name, body in plan.load_conns.items():
                 if step(f"load-conn {name}", methodcaller("load_conn", {name: _plain(body)})):
                     self._ledger.conns[name] = plan.fingerprints[name]
-                    if name in plan.renegotiate_conns:
+                    if name in plan.reset_conns:
                         step(f"terminate {name}", partial(_terminate_ikes, name=name))
                 else:
                     self._ledger.conns.pop(name, None)
@@ -345,7 +360,7 @@ def _terminate_ikes(session: Any, *, name: str) -> None:
     vanished in between (the peer closed it) is not an error either."""
     ids = [
         _text(ike.get("uniqueid"))
-        for event in session.list_sas({"ike": name, "noblock": "yes"})
+        for event in session.list_sas({"ike": name})
         for ike in event.values()
         if isinstance(ike, Mapping)
     ]

@@ -367,3 +367,74 @@ def test_ikev1_quick_mode_agrees_on_selectors_and_fails_only_for_lack_of_kernel_
     log = a.charon.log_text()
     assert "selected proposal: ESP:AES_GCM_16_128" in log  # Quick Mode agreed, selectors too
     assert "unable to add SAD entry" in log  # ... and only the host kernel's lack of ESP stops it
+
+
+def per_peer(creds: NodeCredentials, me: Peer, other: Peer, other_name: str,
+             other_subject: str, **spec: Any) -> DesiredCharon:
+    """The policy with ``other`` as a known peer: a per-peer connection ``sm-mesh@OTHER``."""
+    from controller.models.peers import Peer as Published
+
+    peer = Published(node=other_name, address=other.address, identity=other_subject)
+    item = CharonPolicy(policy(**spec), creds, reqid_for("mesh", ()), reqid_for("mesh#p", ()),
+                        (peer,))
+    want = render_charon([item], NodeFacts(f"self-{me.address}", (me.address,)))
+    assert want.problems == {}
+    return want
+
+
+def wait_log(charon: CharonProcess, text: str, start: int, timeout: float = 8.0) -> None:
+    """Until charon logs ``text`` after offset ``start`` of its log."""
+    deadline = time.monotonic() + timeout
+    while text not in charon.log_text()[start:]:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"charon never logged {text!r}")
+        time.sleep(0.05)
+
+
+def ike_ids(client: Charon, connection: str) -> set[str]:
+    return {sa.ike_id for sa in client.list_sas()
+            if sa.connection == connection and sa.ike_state == "ESTABLISHED"}
+
+
+def wait_ike_ids(client: Charon, connection: str, count: int, timeout: float = 8.0) -> set[str]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if len(found := ike_ids(client, connection)) >= count:
+            return found
+        time.sleep(0.1)
+    raise AssertionError(f"{connection}: fewer than {count} established IKE_SAs")
+
+
+def test_initiating_a_changed_connection_makes_a_new_ike_sa_only_when_its_ike_config_changed(
+    pair: tuple[tuple[Peer, Charon], tuple[Peer, Charon]],
+) -> None:
+    """What the agent's make-before-break relies on: after a reload, ``initiate`` reuses the
+    established IKE_SA when only CHILD_SA settings changed (new CHILD_SA inside it), and makes
+    a new IKE_SA beside the old one when certificates (the IKE_SA's own config) changed."""
+    (a, client_a), (b, client_b) = pair
+    creds_b = issue_node(CA, "node-b")
+    conn = "sm-mesh@node-b"
+
+    def load(**spec: Any) -> None:
+        converge(client_a, per_peer(CREDS, a, b, "node-b", creds_b.subject, **spec))
+        converge(client_b, per_peer(creds_b, b, a, "node-a", CREDS.subject, **spec))
+
+    load()
+    client_a.initiate(conn)
+    (first,) = wait_ike_ids(client_a, conn, 1)
+    plan = plan_changes(per_peer(CREDS, a, b, "node-b", creds_b.subject,
+                                 esp={"proposals": ["aes256gcm16!"]}), client_a.read_actual())
+    assert plan.renegotiate_conns == (conn,)  # ESP only: the IKE_SA's config is unchanged
+    load(esp={"proposals": ["aes256gcm16!"]})
+    seen = len(a.charon.log_text())
+    client_a.initiate(conn)
+    # the new CHILD_SA is negotiated inside the established IKE_SA (no IKE_SA_INIT)
+    wait_log(a.charon, f"<{conn}|{first}> generating CREATE_CHILD_SA request", seen)
+    assert ike_ids(client_a, conn) == {first}
+
+    renewed = issue_node(CA, "node-a")  # the node's certificate re-issued
+    converge(client_a, per_peer(renewed, a, b, "node-b", creds_b.subject,
+                                esp={"proposals": ["aes256gcm16!"]}))
+    client_a.initiate(conn)
+    both = wait_ike_ids(client_a, conn, 2)
+    assert first in both  # the old one stays until the agent closes it as a duplicate

@@ -12,6 +12,7 @@ from controller.agent.peering import (
     Unwanted,
     initiates,
     plan_initiations,
+    still_outdated,
     unwanted_ike_sas,
 )
 from controller.models.node import SecurityAssociation
@@ -28,9 +29,10 @@ LOWER, HIGHER = link("node-1", "10.77.0.1"), link("node-3", "10.77.0.3")
 
 
 def sa(connection: str, ike_id: str, peer: str = "10.77.0.3", state: str = "INSTALLED",
-       ike_state: str = "ESTABLISHED") -> SecurityAssociation:
+       ike_state: str = "ESTABLISHED", child_id: str = "") -> SecurityAssociation:
     return SecurityAssociation(policy="mesh", connection=connection, ike_id=ike_id, peer=peer,
-                               state=state, ike_state=ike_state)
+                               child_id=child_id or f"c{ike_id}", state=state,
+                               ike_state=ike_state)
 
 
 @pytest.mark.parametrize(
@@ -130,3 +132,30 @@ def test_each_missing_child_of_a_link_is_initiated_on_its_own() -> None:
                                         ike_state="ESTABLISHED", state="INSTALLED")]
     plan = plan_initiations([tunnel], transport_up, {}, now=0.0)
     assert plan.initiate == (("sm-mesh@node-3", "sm-mesh@node-3~pods"),)
+
+
+def test_an_sa_negotiated_under_an_old_config_does_not_count_as_the_links_sa() -> None:
+    old = {HIGHER.connection: frozenset({"c4"})}
+    plan = plan_initiations([HIGHER], [sa(HIGHER.connection, "4")], {}, now=0.0, outdated=old)
+    assert plan.initiate == ((HIGHER.connection, HIGHER.connection),)
+    renewed = [sa(HIGHER.connection, "4"), sa(HIGHER.connection, "7")]
+    plan = plan_initiations([HIGHER], renewed, {}, now=0.0, outdated=old)
+    assert plan.initiate == ()
+
+
+def test_outdated_sas_are_forgotten_once_gone() -> None:
+    old = {"sm-mesh@node-3": frozenset({"c4", "c5"}), "sm-mesh@node-4": frozenset({"c6"})}
+    assert still_outdated(old, [sa("sm-mesh@node-3", "5"), sa("sm-mesh@node-3", "9")]) == {
+        "sm-mesh@node-3": frozenset({"c5"})}
+
+
+def test_an_outdated_child_is_replaced_only_by_a_successor_in_its_own_ike_sa() -> None:
+    conn = HIGHER.connection
+    old = {conn: frozenset({"c1"})}
+    same_ike = [sa(conn, "1", child_id="c1"), sa(conn, "1", child_id="c2")]
+    assert unwanted_ike_sas(same_ike, [HIGHER], {}, old).replaced == {"c1"}
+    new_ike = [sa(conn, "1", child_id="c1"), sa(conn, "2", child_id="c2")]
+    unwanted = unwanted_ike_sas(new_ike, [HIGHER], {}, old)
+    assert (unwanted.replaced, unwanted.duplicates) == (frozenset(), {"1"})  # goes whole
+    installing = [sa(conn, "1", child_id="c1"), sa(conn, "1", child_id="c2", state="INSTALLING")]
+    assert unwanted_ike_sas(installing, [HIGHER], {}, old).replaced == frozenset()

@@ -191,8 +191,9 @@ def with_peers(*policies: IPsecPolicy, peers: tuple[Peer, ...] = PEERS) -> Agent
     )
 
 
-def installed(connection: str, peer: str, ike_id: str) -> SecurityAssociation:
+def installed(connection: str, peer: str, ike_id: str, child_id: str = "") -> SecurityAssociation:
     return SecurityAssociation(policy="mesh", connection=connection, ike_id=ike_id, peer=peer,
+                               child=connection, child_id=child_id or f"c{ike_id}",
                                ike_state="ESTABLISHED", state="INSTALLED")
 
 
@@ -237,6 +238,51 @@ def test_a_duplicate_ike_sa_is_closed_when_it_persists_and_a_superseded_one_at_o
     rec.run_pass(with_peers(policy()))
     assert charon.terminated == ["6", "5"]
     assert [sa.ike_id for sa in charon.sas] == ["8"]
+
+
+def test_a_changed_config_makes_a_new_sa_before_the_old_one_goes(world: World) -> None:
+    """New certificates or trusted CAs (charon then makes a new IKE_SA): the old SA keeps
+    carrying traffic while the initiator negotiates a new one; the old one goes as a
+    duplicate afterwards."""
+    charon, _, rec = world
+    rec.run_pass(with_peers(policy()))
+    charon.sas = [installed("sm-mesh@node-2", "10.77.0.2", "1"),
+                  installed("sm-mesh@node-0", "10.77.0.0", "2")]
+    rec.run_pass(with_peers(policy()))  # both links up: nothing to initiate
+    charon.initiated.clear()
+    stronger = policy(esp={"proposals": ["aes256gcm16!"]})
+    rec.run_pass(with_peers(stronger))
+    assert charon.terminated == []  # nothing is closed before its successor is up
+    assert charon.initiated == ["sm-mesh@node-2"]  # node-0 is the initiator of its pair
+    rec.run_pass(with_peers(stronger))
+    assert charon.initiated == ["sm-mesh@node-2"]  # under way: the back-off holds
+    charon.sas.append(installed("sm-mesh@node-2", "10.77.0.2", "3"))  # the new one is up
+    charon.sas.append(installed("sm-mesh@node-0", "10.77.0.0", "4"))  # node-0 made its own
+    rec.run_pass(with_peers(stronger))
+    rec.run_pass(with_peers(stronger))
+    assert sorted(charon.terminated) == ["1", "2"]
+    assert charon.initiated == ["sm-mesh@node-2"]
+
+
+def test_new_esp_settings_replace_the_child_sa_inside_the_same_ike_sa(world: World) -> None:
+    """charon reuses an IKE_SA whose own config did not change: the new CHILD_SA comes up
+    beside the old one in that IKE_SA, and the old CHILD_SA (not the IKE_SA) goes."""
+    charon, _, rec = world
+    rec.run_pass(with_peers(policy(), peers=PEERS[:1]))
+    charon.sas = [installed("sm-mesh@node-2", "10.77.0.2", "1", child_id="11")]
+    rec.run_pass(with_peers(policy(), peers=PEERS[:1]))
+    charon.initiated.clear()
+    stronger = policy(esp={"proposals": ["aes256gcm16!"]})
+    rec.run_pass(with_peers(stronger, peers=PEERS[:1]))
+    assert charon.initiated == ["sm-mesh@node-2"]
+    charon.sas.append(installed("sm-mesh@node-2", "10.77.0.2", "1", child_id="12"))
+    rec.run_pass(with_peers(stronger, peers=PEERS[:1]))
+    assert charon.terminated_children == []  # one pass for packets still in flight
+    rec.run_pass(with_peers(stronger, peers=PEERS[:1]))
+    assert (charon.terminated, charon.terminated_children) == ([], ["11"])
+    assert [sa.child_id for sa in charon.sas] == ["12"]
+    rec.run_pass(with_peers(stronger, peers=PEERS[:1]))
+    assert charon.initiated == ["sm-mesh@node-2"]  # done: nothing more to make
 
 
 def test_a_peer_that_leaves_loses_its_connection(world: World) -> None:

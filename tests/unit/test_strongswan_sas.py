@@ -107,6 +107,7 @@ def test_child_sa_becomes_one_typed_record_with_its_ike_facts() -> None:
         "connection": "sm-t",
         "ike_id": "1",
         "child": "sm-t",
+        "child_id": "1",
         "peer": "192.0.2.1",
         "peer_identity": "O=strongmesh tests, CN=a",
         "ike_state": "ESTABLISHED",

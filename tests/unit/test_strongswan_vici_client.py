@@ -76,7 +76,7 @@ def test_plan_steps_run_in_order_and_bodies_become_plain_vici_messages(tmp_path:
     client(tmp_path, session).apply(plan)
     assert session.calls == [
         ("clear_creds", None),
-        ("list_sas", {"ike": "sm-old", "noblock": "yes"}),  # its SAs are closed first
+        ("list_sas", {"ike": "sm-old"}),  # its SAs are closed first
         ("unload_conn", {"name": "sm-old"}),
         ("unload_authority", {"name": "sm-ca-old"}),
         ("load_authority", {"sm-ca-new": {"cacert": b"CA"}}),
