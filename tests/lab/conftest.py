@@ -23,6 +23,8 @@ import yaml
 from hack.labkit.lab.host import LabOptions, run_lab
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "policy.yaml"
+# the same policy with per-node identities (credentials.issuer) and its issuer Secret mesh-ca
+EXAMPLE_ISSUER = EXAMPLE.with_name("policy-issuer.yaml")
 RESYNC_SECONDS = 4.0
 
 Report = dict[str, Any]

@@ -100,3 +100,63 @@ def test_nodes_own_the_pod_cidr_of_their_pod_host(index: int) -> None:
     assert node["spec"] == {"podCIDR": f"10.244.{index}.0/24",
                             "podCIDRs": [f"10.244.{index}.0/24"]}
     kubernetes_validate.validate(node, "1.32", strict=True)
+
+
+def test_certificates_are_read_per_policy_from_the_ipsecnodes() -> None:
+    from hack.labkit.lab.cluster import policy_certificates
+
+    cert = {"subject": "O=strongmesh, CN=node-1", "issuer": "C=US, O=strongmesh, CN=CA2",
+            "notAfter": "2027-01-06T06:20:57Z"}
+    items: list[dict[str, Any]] = [
+        {"metadata": {"name": "node-1"}, "status": {"policies": [
+            {"name": "other", "generation": 1},
+            {"name": "node-mesh", "generation": 1, "certificate": cert}]}},
+        {"metadata": {"name": "node-2"}, "status": {"policies": [
+            {"name": "node-mesh", "generation": 1}]}},
+        {"metadata": {"name": "node-3"}},
+    ]
+    assert policy_certificates(items, "node-mesh") == {"node-1": cert, "node-2": None,
+                                                       "node-3": None}
+
+
+def test_secret_values_come_from_data_or_string_data() -> None:
+    import base64
+
+    from hack.labkit.lab.cluster import secret_text
+
+    secret = {"data": {"tls.crt": base64.b64encode(b"PEM").decode()},
+              "stringData": {"ca.crt": "BUNDLE"}}
+    assert (secret_text(secret, "tls.crt"), secret_text(secret, "ca.crt"),
+            secret_text(secret, "tls.key")) == ("PEM", "BUNDLE", "")
+
+
+def test_the_lab_issuer_example_and_make_certs_issuer_secrets_are_valid_issuers(
+    tmp_path: Any,
+) -> None:
+    """examples/policy-issuer.yaml (what the identity lab tests run) and what
+    ``hack/make-certs --issuer-secret-out`` writes are issuer Secrets the operator accepts."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from controller.manifests import decode_secret, find_secret, load_documents
+    from controller.models import CertificateExpiry
+    from controller.validation import validate_issuer
+
+    root = Path(__file__).resolve().parents[2]
+    out = tmp_path / "issuer.yaml"
+    subprocess.run([sys.executable, str(root / "hack" / "make-certs"), "--out",
+                    str(tmp_path / "certs"), "--key-type", "ecdsa", "--ca-cn", "Made CA",
+                    "--issuer-secret-out", str(out)], check=True, capture_output=True)
+    assert oct(out.stat().st_mode & 0o777) == "0o600"
+    for path, subject in (
+        (root / "examples" / "policy-issuer.yaml",
+         "C=US, O=strongmesh, CN=strongmesh Example Issuer CA"),
+        (out, "C=US, O=strongmesh, CN=Made CA"),
+    ):
+        secret = find_secret(load_documents(str(path)), "mesh-ca", "strongmesh-system")
+        assert secret is not None, path
+        issuer, findings = validate_issuer(decode_secret(secret), CertificateExpiry())
+        assert issuer is not None, findings
+        assert issuer.subject == subject
+        assert [f for f in findings if f.severity == "error"] == []

@@ -47,9 +47,13 @@ def test_steps_are_exactly_the_documented_ones() -> None:
         "measure_agents", "measure_pass",
         # cluster mode (cluster.py)
         "apply", "delete", "get", "wait_policy", "wait_gone", "kubectl", "label_node",
-        "owned_policies",
+        "owned_policies", "wait_certificates",
+        # identities and trust (inside.py)
+        "start_stream", "stop_stream", "wait_authorities", "peer_cas", "impostor",
         # operations (steps_ops.py)
         "metrics", "gentle_shutdown",
+        # MTU (steps_mtu.py)
+        "mtu",
     }
     implemented = {name.removeprefix("step_") for name in dir(inside.Lab)
                    if name.startswith("step_")}
@@ -105,3 +109,83 @@ def test_hack_lab_run_takes_pods() -> None:
     assert options_from(parser.parse_args(["--pods"])).pods is True
     assert options_from(parser.parse_args([])).pods is False
     assert LabOptions().pods is False
+
+
+LIST_SAS = """\
+sm-node-mesh@node-2: #2, ESTABLISHED, IKEv2, 0a1b2c3d4e5f6a7b_i* 1122334455667788_r
+  local  'O=strongmesh, CN=node-1' @ 10.77.0.1[500]
+  remote 'O=strongmesh, CN=node-2' @ 10.77.0.2[500]
+  AES_CBC-128/HMAC_SHA2_256_128/PRF_HMAC_SHA2_256/MODP_2048
+  established 5s ago, rekeying in 14000s
+  sm-node-mesh@node-2: #1, reqid 1397584171, INSTALLED, TRANSPORT, ESP:AES_GCM_16-128
+    installed 5s ago, rekeying in 3000s, expires in 3900s
+    in  c1234567,      0 bytes,     0 packets
+    out c7654321,      0 bytes,     0 packets
+    local  10.77.0.1/32
+    remote 10.77.0.2/32
+impostor: #1, CONNECTING, IKEv2, 99aa99aa99aa99aa_i* 0000000000000000_r
+  local  'O=strongmesh, CN=node-3' @ 10.77.0.2[5000]
+  remote '%any' @ 10.77.0.1[500]
+"""
+
+
+def test_list_sas_gives_each_ike_sa_its_id_endpoints_and_installed_children() -> None:
+    assert inside.parse_list_sas(LIST_SAS) == [
+        {"name": "sm-node-mesh@node-2", "id": "2", "state": "ESTABLISHED",
+         "local_id": "O=strongmesh, CN=node-1", "local": "10.77.0.1",
+         "remote_id": "O=strongmesh, CN=node-2", "remote": "10.77.0.2", "remote_port": 500,
+         "children_installed": 1},
+        {"name": "impostor", "id": "1", "state": "CONNECTING",
+         "local_id": "O=strongmesh, CN=node-3", "local": "10.77.0.2",
+         "remote_id": "%any", "remote": "10.77.0.1", "remote_port": 500,
+         "children_installed": 0},
+    ]
+    assert inside.parse_list_sas("") == []
+
+
+CHARON_LOG = [
+    "06:18:56 10[IKE] <sm-node-mesh@node-2|2> authentication of 'O=strongmesh, CN=node-1' "
+    "(myself) with ECDSA_WITH_SHA256_DER successful",
+    '06:18:56 07[CFG] <sm-node-mesh@node-2|2>   using certificate "O=strongmesh, CN=node-2"',
+    '06:18:56 07[CFG] <sm-node-mesh@node-2|2>   using trusted ca certificate "C=US, '
+    'O=strongmesh, CN=CA1"',
+    "06:18:56 07[IKE] <sm-node-mesh@node-2|2> authentication of 'O=strongmesh, CN=node-2' with "
+    "ECDSA_WITH_SHA256_DER successful",
+    '06:18:57 15[CFG] <sm-node-mesh@node-3|12>   using trusted ca certificate "C=US, '
+    'O=strongmesh, CN=CA2"',
+    "06:19:01 16[NET] <2> received packet: from 10.77.0.2[5000] to 10.77.0.1[500] (464 bytes)",
+    "06:19:01 14[CFG] <2> no matching peer config found",
+    "06:19:02 11[CFG] vici initiate CHILD_SA 'sm-node-mesh@node-2'",
+]
+
+
+def test_the_log_tells_which_ca_verified_the_peer_of_an_ike_sa() -> None:
+    found = inside.peer_authentication(CHARON_LOG, "2")
+    assert (found["cert"], found["ca"]) == ("O=strongmesh, CN=node-2", "C=US, O=strongmesh, CN=CA1")
+    assert found["lines"] == CHARON_LOG[:4]
+    assert inside.peer_authentication(CHARON_LOG, "12")["ca"] == "C=US, O=strongmesh, CN=CA2"
+    assert inside.peer_authentication(CHARON_LOG, "7") == {"ca": None, "cert": None, "lines": []}
+
+
+def test_lines_of_an_ike_sa_include_those_before_it_had_a_config() -> None:
+    assert inside.log_lines_of_ike_sas(CHARON_LOG, {"2"}) == CHARON_LOG[:4] + CHARON_LOG[5:7]
+    assert inside.log_lines_of_ike_sas(CHARON_LOG, {"1"}) == []
+
+
+def test_the_impostor_connects_from_the_claimed_address_with_its_own_certificate() -> None:
+    conf = inside.impostor_swanctl_conf("10.77.0.2", "10.77.0.1", "aes128-sha256-modp2048",
+                                        "aes128gcm16")
+    for line in ("local_addrs = 10.77.0.2", "remote_addrs = 10.77.0.1", "remote_port = 500",
+                 "certs = node.crt", "cacerts = ca.crt", "id = %any", "mode = transport",
+                 "local_ts = 10.77.0.2/32", "remote_ts = 10.77.0.1/32"):
+        assert line in conf, line
+    assert conf.count("{") == conf.count("}")
+
+
+def test_cluster_agents_keep_their_identity_in_their_state_dir() -> None:
+    lab = inside.Lab({"nodes": 2, "mode": "cluster",
+                      "api": {"agent_kubeconfigs": {"node-2": "/k/node-2.kubeconfig"}}})
+    assert lab.agent_input_args(lab.nodes[1]) == [
+        "--kubeconfig", "/k/node-2.kubeconfig", "--identity-dir", "/mnt/state/node-2/identity"]
+    standalone = inside.Lab({"nodes": 1, "mode": "standalone"})
+    assert "--identity-dir" not in standalone.agent_input_args(standalone.nodes[0])

@@ -14,8 +14,8 @@ from hack.labkit.lab.report import classify, format_matrix, standalone_policy_st
 TOKEN = "SMPROBE:main:node-1:node-2:abcd"
 
 
-def frame(src: str, dst: str, proto: int, l4: bytes) -> bytes:
-    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(l4), 0, 0, 64, proto, 0,
+def frame(src: str, dst: str, proto: int, l4: bytes, flags: int = 0) -> bytes:
+    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(l4), 0, flags, 64, proto, 0,
                      ipaddress.IPv4Address(src).packed, ipaddress.IPv4Address(dst).packed)
     return b"\x02" * 6 + b"\x04" * 6 + b"\x08\x00" + ip + l4
 
@@ -48,6 +48,16 @@ def test_pcap_reader_decodes_esp_nat_t_and_udp_payloads() -> None:
     ]
     assert packets[3].payload == TOKEN.encode()
     assert packets[0].time == pytest.approx(100.5)
+
+
+def test_pcap_reader_gives_ip_lengths_and_tells_fragments() -> None:
+    data = pcap(
+        (1.0, frame("10.77.0.1", "10.77.0.2", 50, b"\0" * 1480, flags=0x4000)),  # DF
+        (1.1, frame("10.77.0.1", "10.77.0.2", 50, b"\0" * 1480, flags=0x2000)),  # MF
+        (1.2, frame("10.77.0.1", "10.77.0.2", 50, b"\0" * 8, flags=185)),  # offset 1480
+    )
+    assert [(p.length, p.fragment) for p in read_pcap(data)] == [
+        (1500, False), (1500, True), (28, True)]
 
 
 def test_pcap_reader_rejects_other_files() -> None:
@@ -347,3 +357,82 @@ def test_report_classifies_pod_probes_through_the_recorded_carriers() -> None:
     assert report["pod_network"] == results["pods"]
     without = build_report({"ready": True, "started": 0.0, "rounds": []}, [], 2, {})
     assert (without["hosts"], without["pods"], without["pod_network"]) == ([], [], {})
+
+
+def _datagram(seq: int, src: str, dst: str, sent: float, delivered_at: float | None,
+              step: dict[str, Any] | None = None) -> dict[str, Any]:
+    i, j = src.rsplit("-", 1)[1], dst.rsplit("-", 1)[1]
+    return {"seq": seq, "src": src, "dst": dst, "src_address": f"10.77.0.{i}",
+            "dst_address": f"10.77.0.{j}", "token": f"SMSTREAM:s:{seq}:{src}:{dst}:ab",
+            "sent": sent, "step": step, "send_error": None,
+            "delivered": delivered_at is not None, "delivered_at": delivered_at}
+
+
+def test_stream_datagrams_are_judged_once_each_and_totalled_per_step() -> None:
+    from hack.labkit.lab.report import stream_report
+
+    apply = {"index": 1, "do": "apply"}
+    wait = {"index": 2, "do": "wait_authorities"}
+    datagrams = [
+        _datagram(0, "node-1", "node-2", 100.0, 100.01, apply),   # ESP right after: esp
+        _datagram(1, "node-1", "node-2", 100.25, None, wait),     # lost, ESP went: esp
+        _datagram(2, "node-1", "node-2", 100.5, 100.51, wait),    # in the clear
+        _datagram(0, "node-2", "node-1", 100.0, None, apply),     # lost, nothing on the wire
+    ]
+    packets = [
+        Packet(100.005, "10.77.0.1", "10.77.0.2", True, b""),
+        Packet(100.255, "10.77.0.1", "10.77.0.2", True, b""),
+        Packet(100.505, "10.77.0.1", "10.77.0.2", False,
+               b"SMSTREAM:s:2:node-1:node-2:ab"),
+        Packet(98.0, "10.77.0.2", "10.77.0.1", True, b""),  # long before: not this datagram's
+    ]
+    steps = [{"do": "start_stream", "at": 0.0, "seconds": 0.01},
+             {"do": "apply", "at": 0.5, "seconds": 0.02},
+             {"do": "wait_authorities", "at": 0.6, "seconds": 2.0}]
+    report = stream_report({"interval": 0.25, "started": 100.0, "stopped": 101.0,
+                            "datagrams": datagrams}, packets, {}, 99.5, steps)
+    assert [(r["seq"], r["src"], r["seen"], r["delivered"]) for r in report["datagrams"]] == [
+        (0, "node-1", "esp", True), (1, "node-1", "esp", False),
+        (2, "node-1", "cleartext", True), (0, "node-2", "none", False)]
+    assert report["datagrams"][0]["at"] == 0.5
+    assert report["datagrams"][0]["seconds"] == 0.01
+    assert (report["sent"], report["delivered"]) == (4, 2)
+    assert [(r["seq"], r["src"]) for r in report["lost"]] == [(1, "node-1"), (0, "node-2")]
+    assert [r["seq"] for r in report["cleartext"]] == [2]
+    assert report["seen"] == {"esp": 2, "cleartext": 1, "none": 1}
+    assert (report["from"], report["to"]) == (0.5, 1.5)
+    assert report["steps"] == [
+        {"index": 1, "do": "apply", "sent": 2, "lost": 1, "cleartext": 0, "none": 1,
+         "at": 0.5, "seconds": 0.02},
+        {"index": 2, "do": "wait_authorities", "sent": 2, "lost": 1, "cleartext": 1, "none": 0,
+         "at": 0.6, "seconds": 2.0},
+    ]
+
+
+def test_impostor_wire_counts_what_passed_between_the_claimed_address_and_the_target() -> None:
+    from hack.labkit.lab.report import impostor_wire
+
+    step = {"do": "impostor", "at": 10.0, "seconds": 2.0,
+            "args": {"address": "10.77.0.2", "target": "node-1"}}
+    packets = [
+        Packet(1010.5, "10.77.0.1", "10.77.0.2", True, b""),
+        Packet(1010.6, "10.77.0.2", "10.77.0.1", False, b"SMSTREAM:x:1:node-2:node-1:ab"),
+        Packet(1011.0, "10.77.0.2", "10.77.0.1", False, b"\x00" * 28),  # IKE: other
+        Packet(1011.1, "10.77.0.2", "10.77.0.3", False, b"\x00" * 28),  # another pair
+        Packet(1013.0, "10.77.0.2", "10.77.0.1", False, b"\x00" * 28),  # after the step
+    ]
+    assert impostor_wire(step, packets, 1000.0, {"node-1": "10.77.0.1"}) == {
+        "address": "10.77.0.2", "target": "10.77.0.1", "window": [10.0, 12.0],
+        "esp": 1, "probes": 1, "other": 1}
+
+
+def test_summary_says_how_each_stream_went() -> None:
+    from hack.labkit.lab.report import format_summary
+
+    report: dict[str, Any] = {
+        "ready": True, "nodes": [], "traffic": [],
+        "streams": {"rotation": {"sent": 60, "delivered": 34, "lost": [{}] * 26,
+                                 "seen": {"esp": 56, "cleartext": 0, "none": 4}}},
+    }
+    assert ("Stream rotation: 60 datagrams, each sent once: 34 delivered, 26 lost, 0 seen in "
+            "the clear.") in format_summary(report).splitlines()

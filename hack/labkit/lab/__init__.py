@@ -63,5 +63,34 @@ created or replaced through the API), ``{"do": "delete", "kind"?, "name"}``, ``{
 "message_contains"?}`` (for the policy's current generation), ``{"do": "wait_gone", "name"}``,
 ``{"do": "kubectl", "args": [...], "label"?}``, ``{"do": "label_node", "node", "labels"}`` (a
 merge patch of the Node's labels), ``{"do": "owned_policies"}`` (xfrm policies in
-strongmesh's priority bands, per node); ``wait_status`` and ``snapshot`` read IPsecNodes.
+strongmesh's priority bands, per node), ``{"do": "wait_certificates", "policy",
+"issuer_contains", "subject"?}`` (until every node's IPsecNode names, for that policy, a
+certificate from that issuer; ``subject`` e.g. ``"O=strongmesh, CN={node}"``); ``wait_status``
+and ``snapshot`` read IPsecNodes. In cluster mode each agent keeps its node's key and issued
+certificates (issuer mode) in ``<state dir>/identity`` (``--identity-dir``).
+
+Identities and trust: ``{"do": "start_stream", "label": L, "interval"?: 0.25, "nodes"?}``
+sends in the background, until ``{"do": "stop_stream", "label": L, "grace"?: 2}``, every
+``interval`` s one fresh datagram per ordered pair of nodes, each with a token of its own and
+sent exactly once (port 7778; each records the step running when it was sent); the report's
+``streams[L]`` lists every datagram with ``seen``/``delivered`` (as for probes), the lost and
+the cleartext ones, and per step how many were sent, lost and seen in the clear.
+``{"do": "wait_authorities", "cacerts": [TEXT...]}``: until every node's charon has loaded
+exactly one authority (trusted CA) per TEXT (its subject contains it) and no other.
+``{"do": "peer_cas"}``: per node, each IKE_SA charon holds with the CA that verified the peer's
+certificate (from that IKE_SA's ``using trusted ca certificate`` line in the node's charon
+log). ``{"do": "impostor", "identity": "node-3", "address": "10.77.0.2", "target": "node-1",
+"port"?: 5000}``: a network namespace ``impostor`` holding the identity node's own certificate
+and key claims ``address`` towards ``target`` over a veth of its own (``imp`` in the target,
+which routes only replies to UDP ports 5000-5001 of ``address`` there, by an ``ip rule``), with
+a charon of its own (IKE on 5000, NAT-T 5001) that initiates a transport connection to the
+target; recorded: swanctl's output and exit code, the target's charon log lines for those
+IKE_SAs, both sides' IKE_SAs before and after; the report's ``impostors`` says what the switch
+carried between the claimed address and the target meanwhile (none of it).
+
+MTU (``steps_mtu.py``): ``{"do": "mtu", "pairs": [[SRC, DST], ...], "sizes": [N, ...],
+"timeout"?: 10}`` sends, per pair, one UDP datagram of each IPv4 packet size N with the
+Don't-Fragment bit and the path MTU ignored, re-sent until delivered or timed out; recorded per
+size whether it arrived, and per pair the largest size delivered, with the step's start and end
+(the test reads the capture: ESP packet lengths and fragments meanwhile).
 """

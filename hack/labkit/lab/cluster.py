@@ -26,6 +26,8 @@ keeping its resourceVersion.
 
 from __future__ import annotations
 
+import base64
+import contextlib
 import http.client
 import json
 import os
@@ -33,7 +35,7 @@ import signal
 import ssl
 import subprocess
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 MGMT_BRIDGE = "mgmt0"
@@ -92,6 +94,31 @@ def node_object(index: int, count: int) -> dict[str, Any]:
             {"type": "Hostname", "address": f"node-{index}"},
         ]},
     }
+
+
+def identity_dir(state_dir: str) -> str:
+    """Where a lab node's agent keeps its key and certificates (``--identity-dir``)."""
+    return f"{state_dir}/identity"
+
+
+def secret_text(secret: Mapping[str, Any], key: str) -> str:
+    """A Secret's value for ``key`` (``data`` base64, else ``stringData``), '' when absent."""
+    data = (secret.get("data") or {}).get(key)
+    if data:
+        return base64.b64decode(data).decode()
+    return str((secret.get("stringData") or {}).get(key, ""))
+
+
+def policy_certificates(ipsecnodes: Sequence[Mapping[str, Any]], policy: str
+                        ) -> dict[str, dict[str, Any] | None]:
+    """Node -> the certificate its IPsecNode says it uses for ``policy`` (None: none)."""
+    out: dict[str, dict[str, Any] | None] = {}
+    for obj in ipsecnodes:
+        name = str((obj.get("metadata") or {}).get("name"))
+        rows = [p for p in ((obj.get("status") or {}).get("policies") or [])
+                if p.get("name") == policy]
+        out[name] = dict(rows[0]["certificate"]) if rows and rows[0].get("certificate") else None
+    return out
 
 
 def condition(obj: Mapping[str, Any] | None, type_: str) -> dict[str, Any] | None:
@@ -282,7 +309,9 @@ class ClusterMode:
         """How an agent gets its inputs: the API (cluster, as its node's identity) or the
         shared policy file."""
         if self.cluster:
-            return ["--kubeconfig", str(self.config["api"]["agent_kubeconfigs"][host.name])]
+            # issuer mode: the node's own key and certificates, in its state directory
+            return ["--kubeconfig", str(self.config["api"]["agent_kubeconfigs"][host.name]),
+                    "--identity-dir", identity_dir(host.state_dir)]
         return ["--policy-file", str(getattr(self, "policy_file")),  # noqa: B009
                 "--status-file", host.status_file]
 
@@ -473,6 +502,40 @@ class ClusterMode:
         self.api.request("PATCH", object_path("Node", step["node"]),
                          {"metadata": {"labels": step["labels"]}}, "application/merge-patch+json")
         return f"Node/{step['node']} labels {step['labels']}"
+
+    def step_wait_certificates(self, step: dict[str, Any]) -> dict[str, Any]:
+        """``{"do": "wait_certificates", "policy": P, "issuer_contains": T, "subject"?:
+        "O=strongmesh, CN={node}", "timeout"?: s}``: until every lab node's IPsecNode says it
+        uses, for policy P, a certificate whose issuer contains T (and, with ``subject``, whose
+        subject is that, ``{node}`` the node's name). Returns the seconds and the certificates."""
+        policy, needle = step["policy"], step["issuer_contains"]
+        subject = step.get("subject")
+        started = time.time()
+        deadline = started + float(step.get("timeout", 60))
+        certificates: dict[str, dict[str, Any] | None] = {}
+        while time.time() < deadline:
+            with contextlib.suppress(OSError, ApiError):
+                items = self.api.get(object_path("IPsecNode")).get("items", [])
+                certificates = policy_certificates(items, policy)
+            waiting = [h.name for h in self.nodes
+                       if not (cert := certificates.get(h.name))
+                       or needle not in str(cert.get("issuer", ""))
+                       or (subject is not None
+                           and cert.get("subject") != subject.format(node=h.name))]
+            if not waiting:
+                return {"seconds": round(time.time() - started, 3),
+                        "certificates": certificates}
+            time.sleep(0.2)
+        raise RuntimeError(f"certificates of {policy} not issued by {needle!r} on every node "
+                           f"within {step.get('timeout', 60)} s: {certificates}")
+
+    def issuer_secret(self, reference: str) -> dict[str, Any]:
+        """The issuer Secret ``namespace/name`` as the API serves it (read as the admin)."""
+        namespace, _, name = reference.partition("/")
+        secret = self.api.get_or_none(object_path("Secret", name, namespace))
+        if secret is None:
+            raise RuntimeError(f"no Secret {reference}")
+        return dict(secret)
 
     def step_owned_policies(self, step: dict[str, Any]) -> dict[str, int]:
         """``{"do": "owned_policies"}``: each node's count of xfrm policies in our bands."""

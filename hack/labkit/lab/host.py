@@ -26,12 +26,14 @@ from typing import Any
 import yaml
 
 from hack.labkit.lab import report as reporting
+from hack.labkit.lab.cluster import node_pod_cidr
 from hack.labkit.lab.pcap import read_pcap
 
 PROJECT = Path(__file__).resolve().parents[3]
 INSIDE = Path(__file__).resolve().with_name("inside.py")
 UML = "linux.uml"
 DEFAULT_POLICY = PROJECT / "examples" / "policy.yaml"
+IMPOSTOR_PORT = 5000  # the impostor step's IKE port (inside.step_impostor's default)
 
 
 @dataclass
@@ -90,7 +92,9 @@ def with_lab_peers(text: str, nodes: int) -> str:
     """A standalone policy file plus, per IPsecPolicy, an IPsecPeerSlice listing every lab node
     (what a plain-VM deployment lists for its hosts, as BOSH knew every VM of the add-on)."""
     docs = [d for d in yaml.safe_load_all(text) if isinstance(d, dict)]
-    peers = [{"node": f"node-{i}", "address": f"10.77.0.{i}"} for i in range(1, nodes + 1)]
+    # each node's pod CIDR too (a Tunnel policy carries it; the node reads its own from here)
+    peers = [{"node": f"node-{i}", "address": f"10.77.0.{i}", "podCIDRs": [node_pod_cidr(i)]}
+             for i in range(1, nodes + 1)]
     for doc in list(docs):
         if doc.get("kind") == "IPsecPolicy":
             name = str((doc.get("metadata") or {}).get("name"))
@@ -112,10 +116,12 @@ def manifest_documents(path: Path) -> list[dict[str, Any]]:
 
 
 def strongswan_confs(n: int, log_level: int, acq: int | None) -> dict[str, str]:
-    """Each lab node's strongswan.conf as the project renders it (own VICI socket, log file)."""
+    """Each lab node's strongswan.conf as the project renders it (own VICI socket, log file),
+    and the ``impostor`` step's: the same renderer, IKE on ``IMPOSTOR_PORT`` and the next port
+    (NAT-T), so that the target node's replies can be routed to it by port alone."""
     from controller.strongswan import render_strongswan_conf
 
-    return {
+    confs = {
         f"node-{i}": render_strongswan_conf(
             vici_socket=f"/mnt/state/node-{i}/charon.vici",
             log_level=log_level,
@@ -124,6 +130,13 @@ def strongswan_confs(n: int, log_level: int, acq: int | None) -> dict[str, str]:
         )
         for i in range(1, n + 1)
     }
+    confs["impostor"] = render_strongswan_conf(
+        vici_socket="/mnt/state/impostor/charon.vici",
+        log_level=log_level,
+        log_file="/mnt/lab/logs/impostor-charon.log",
+        extra={"port": str(IMPOSTOR_PORT), "port_nat_t": str(IMPOSTOR_PORT + 1)},
+    )
+    return confs
 
 
 def _init_script(workdir: Path) -> Path:
@@ -289,6 +302,7 @@ def build_report(
     carriers = reporting.carrier_addresses(hosts)
     rounds = {r["label"]: r for r in results.get("rounds", [])}
     main = rounds.get("main", {"probes": []})
+    started = float(results.get("started") or 0.0)
     statuses: dict[str, Any] = (
         results["policy_status"] if "policy_status" in results
         else reporting.standalone_policy_status(nodes, expected)
@@ -315,6 +329,18 @@ def build_report(
             for label, r in rounds.items()
         },
         "timings": timings(results, rounds.get("warmup"), names, packets),
+        # start_stream .. stop_stream: every datagram, sent once, with what the switch saw
+        "streams": {
+            label: reporting.stream_report(stream, packets, carriers, started,
+                                           results.get("steps", []))
+            for label, stream in (results.get("streams") or {}).items()
+        },
+        # impostor steps: what the switch carried between the claimed address and the target
+        # while the impostor tried (nothing of the impostor's IKE should be there)
+        "impostors": [
+            reporting.impostor_wire(step, packets, started, addresses)
+            for step in results.get("steps", []) if step.get("do") == "impostor"
+        ],
         "sas_complete": results.get("sas_complete"),
         "owned_policies": results.get("owned_policies", {}),
         "steps": results.get("steps", []),

@@ -9,11 +9,12 @@ from __future__ import annotations
 import ipaddress
 import struct
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 ESP = 50
 UDP = 17
 NAT_T_PORT = 4500
+IPV6_FRAGMENT = 44  # the fragment extension header
 ETH_IPV4 = 0x0800
 ETH_IPV6 = 0x86DD
 ETH_VLAN = 0x8100
@@ -28,6 +29,8 @@ class Packet:
     dst: str
     esp: bool  # ESP (plain or UDP-encapsulated)
     payload: bytes  # L4 payload bytes as captured (empty for ESP)
+    length: int = 0  # the IP packet's length as its header says (what the MTU limits)
+    fragment: bool = False  # a fragment of a larger IP packet (more-fragments or an offset)
 
 
 def read_pcap(data: bytes) -> Iterator[Packet]:
@@ -71,12 +74,16 @@ def _decode_ethernet(stamp: float, frame: bytes) -> Packet | None:
         proto = body[9]
         src = str(ipaddress.IPv4Address(body[12:16]))
         dst = str(ipaddress.IPv4Address(body[16:20]))
-        return _decode_l4(stamp, src, dst, proto, body[ihl:])
+        length, flags = struct.unpack("!H2xH", body[2:8])
+        packet = _decode_l4(stamp, src, dst, proto, body[ihl:])
+        return replace(packet, length=length, fragment=bool(flags & 0x3FFF))  # MF, offset
     if ethertype == ETH_IPV6 and len(body) >= 40:
         proto = body[6]
         src = str(ipaddress.IPv6Address(body[8:24]))
         dst = str(ipaddress.IPv6Address(body[24:40]))
-        return _decode_l4(stamp, src, dst, proto, body[40:])
+        packet = _decode_l4(stamp, src, dst, proto, body[40:])
+        length = 40 + struct.unpack("!H", body[4:6])[0]
+        return replace(packet, length=length, fragment=proto == IPV6_FRAGMENT)
     return None
 
 

@@ -235,6 +235,11 @@ def format_summary(report: Mapping[str, Any]) -> str:
                      "inside the node)")
     lines.append("")
     lines.append(verdict(report))
+    for label, stream in (report.get("streams") or {}).items():
+        lines.append(
+            f"Stream {label}: {stream['sent']} datagrams, each sent once: "
+            f"{stream['delivered']} delivered, {len(stream['lost'])} lost, "
+            f"{stream['seen']['cleartext']} seen in the clear.")
     shown = format_kubectl(report)
     if shown:
         lines.append("")
@@ -299,3 +304,125 @@ def format_matrix(rows: Sequence[Mapping[str, Any]]) -> str:
             cells.append(f"{text:<{width + 2}}")
         out.append(f"{src:<{width + 2}}" + "".join(cells))
     return "\n".join(out)
+
+
+# ------------------------------------------------------------------ streams and impostors
+STREAM_TOKEN = b"SMSTREAM:"
+PROBE_TOKENS = (b"SMPROBE:", STREAM_TOKEN, b"SMWORK:", b"SMAFTER:", b"SMLAB-END-")
+
+
+def _esp_times(packets: Sequence[Packet]) -> dict[tuple[str, str], list[float]]:
+    out: dict[tuple[str, str], list[float]] = {}
+    for p in packets:
+        if p.esp:
+            out.setdefault((p.src, p.dst), []).append(float(p.time))
+    for times in out.values():
+        times.sort()
+    return out
+
+
+def stream_rows(
+    datagrams: Iterable[Mapping[str, Any]], packets: Sequence[Packet],
+    carriers: Mapping[str, str] | None = None, t0: float = 0.0,
+) -> list[dict[str, Any]]:
+    """One row per datagram of a stream (each sent exactly once), in the order sent: when it
+    was sent (``at``, seconds since the lab started), the step running then, whether it
+    arrived and after how long, and ``seen`` as ``classify`` judges a probe sent once (token in
+    the clear: ``cleartext``; else ESP between the carriers from the send until a second after
+    the arrival: ``esp``; else ``none``), computed with indexes (a stream has thousands)."""
+    import bisect
+
+    carriers = carriers or {}
+    clear = [p.payload for p in packets if not p.esp and STREAM_TOKEN in p.payload]
+    esp = _esp_times(packets)
+    rows = []
+    for d in datagrams:
+        token = str(d["token"]).encode()
+        sent = float(d["sent"])
+        delivered_at = d.get("delivered_at")
+        if any(token in payload for payload in clear):
+            seen = "cleartext"
+        else:
+            src = carriers.get(str(d["src"]), str(d["src_address"]))
+            dst = carriers.get(str(d["dst"]), str(d["dst_address"]))
+            times = esp.get((src, dst), [])
+            end = float(delivered_at or sent) + ESP_GRACE_SECONDS
+            i = bisect.bisect_left(times, sent - 0.05)
+            seen = "esp" if src != dst and i < len(times) and times[i] <= end else "none"
+        rows.append({
+            "seq": d["seq"], "src": d["src"], "dst": d["dst"],
+            "at": round(sent - t0, 3),
+            "step": d.get("step"),
+            "send_error": d.get("send_error"),
+            "delivered": bool(d["delivered"]),
+            "seconds": (round(float(delivered_at) - sent, 4)
+                        if delivered_at is not None else None),
+            "seen": seen,
+        })
+    return rows
+
+
+def stream_report(
+    stream: Mapping[str, Any], packets: Sequence[Packet], carriers: Mapping[str, str],
+    t0: float, steps: Sequence[Mapping[str, Any]] = (),
+) -> dict[str, Any]:
+    """A stream's datagrams (``stream_rows``) with totals, the lost and cleartext ones, and per
+    scenario step that ran while it streamed how many were sent, lost, seen in the clear."""
+    rows = stream_rows(stream.get("datagrams", []), packets, carriers, t0)
+    lost = [r for r in rows if not r["delivered"]]
+    clear = [r for r in rows if r["seen"] == "cleartext"]
+    per_step: dict[int | None, dict[str, Any]] = {}
+    for r in rows:
+        index = (r["step"] or {}).get("index")
+        entry = per_step.setdefault(index, {"index": index, "do": (r["step"] or {}).get("do"),
+                                            "sent": 0, "lost": 0, "cleartext": 0, "none": 0})
+        entry["sent"] += 1
+        entry["lost"] += not r["delivered"]
+        entry["cleartext"] += r["seen"] == "cleartext"
+        entry["none"] += r["seen"] == "none"
+    for index, entry in per_step.items():
+        if index is not None and index < len(steps):
+            entry["at"] = steps[index].get("at")
+            entry["seconds"] = steps[index].get("seconds")
+    latencies = sorted(r["seconds"] for r in rows if r["seconds"] is not None)
+    return {
+        "interval": stream.get("interval"),
+        "from": round(float(stream.get("started") or t0) - t0, 3),
+        "to": round(float(stream.get("stopped") or t0) - t0, 3),
+        "late": stream.get("late", 0),
+        "sent": len(rows),
+        "delivered": len(rows) - len(lost),
+        "lost": lost,
+        "cleartext": clear,
+        "seen": {k: sum(r["seen"] == k for r in rows) for k in ("esp", "cleartext", "none")},
+        "latency_seconds": {
+            "median": latencies[len(latencies) // 2] if latencies else None,
+            "max": latencies[-1] if latencies else None,
+        },
+        "steps": [per_step[k] for k in sorted(per_step, key=lambda i: -1 if i is None else i)],
+        "datagrams": rows,
+    }
+
+
+def impostor_wire(
+    step: Mapping[str, Any], packets: Sequence[Packet], t0: float,
+    addresses: Mapping[str, str],
+) -> dict[str, Any]:
+    """What the switch carried between an impostor step's claimed address and its target
+    while the step ran: ESP, probe datagrams, and anything else (IKE): the impostor sits on a
+    veth of its own, so its exchange must never show up here."""
+    args = step.get("args") or {}
+    claim = str(args.get("address", "10.77.0.2"))
+    target = addresses.get(str(args.get("target", "node-1")), "")
+    start = t0 + float(step.get("at") or 0.0)
+    end = start + float(step.get("seconds") or 0.0)
+    between = [p for p in packets if start <= float(p.time) <= end
+               and {p.src, p.dst} == {claim, target}]
+    probes = [p for p in between if not p.esp and p.payload.startswith(PROBE_TOKENS)]
+    return {
+        "address": claim, "target": target,
+        "window": [round(start - t0, 3), round(end - t0, 3)],
+        "esp": sum(p.esp for p in between),
+        "probes": len(probes),
+        "other": len(between) - sum(p.esp for p in between) - len(probes),
+    }
