@@ -215,6 +215,15 @@ class PolicyNodeStatus(ApiModel):
     max_inner_packet: int | None = Field(
         default=None, description="Largest inner packet that fits the node's interface MTU."
     )
+    certificate_not_after: str | None = Field(
+        default=None,
+        description="End of validity of the certificate the node authenticates with.",
+        json_schema_extra={"format": "date-time"},
+    )
+    certificate_expiry: Literal["ok", "info", "warning", "error", "critical", "expired"] | None = (
+        Field(default=None, description="Its alert level by spec.certificateExpiry; "
+              "an expired certificate keeps the policy from Ready.")
+    )
     last_change: str | None = Field(
         default=None,
         description="When this row last changed (RFC 3339).",

@@ -22,6 +22,7 @@ from controller.operator.status import (
     compute_status,
     condition,
     invalid_body_status,
+    node_certificate_alerts,
     rfc3339,
     status_patch,
 )
@@ -61,6 +62,7 @@ def evaluate_policy(
             name=meta.name, generation=meta.generation, selector=spec.node_selector,
             deleting=meta.deleting, spec_errors=record.spec_errors,
             overdue_pairs=tuple(overdue_pairs), peers=tuple(p.node for p in peers),
+            expiry=spec.certificate_expiry, checked_at=now,
         )
         status = compute_status(
             facts, secret.verdict if secret else None, nodes, ipsec_nodes, overlaps, served,
@@ -76,5 +78,6 @@ def evaluate_policy(
         overlaps=tuple(o.describe() for o in overlaps),
         became_ready=became_ready(served, status),
         ready_message=ready.message if ready else "",
+        node_certificates=node_certificate_alerts(status.nodes),
     )
     return PolicyEvaluation(status, status_patch(served, status), events)

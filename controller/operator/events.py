@@ -45,6 +45,8 @@ class EventFacts:
     overlaps: tuple[str, ...] = ()
     became_ready: bool = False
     ready_message: str = ""
+    # (node, level, message) of node certificates at warning level or worse
+    node_certificates: tuple[tuple[str, str, str], ...] = ()
 
 
 def decide_events(
@@ -83,6 +85,9 @@ def decide_events(
             ),
             facts.expiry_level,
         )
+    for node, level, message in facts.node_certificates:
+        reason = "NodeCertificateExpired" if level == "expired" else "NodeCertificateExpiring"
+        once(f"node-expiry:{node}", EventSpec("Warning", reason, f"[{level}] {message}"), level)
     if facts.overlaps:
         text = "; ".join(facts.overlaps)
         once("overlap", EventSpec("Warning", "SubnetOverlap", text), text)

@@ -17,7 +17,13 @@ from typing import Any
 
 from controller.models.common import Condition, ConditionStatus, LabelSelector
 from controller.models.node import EnforcedPolicy, IPsecNode
-from controller.models.policy import IPsecPolicyStatus, PolicyNodeStatus, PolicySummary
+from controller.models.policy import (
+    CertificateExpiry,
+    IPsecPolicyStatus,
+    PolicyNodeStatus,
+    PolicySummary,
+)
+from controller.validation import expiry_level
 
 READY = "Ready"
 CREDENTIALS_VALID = "CredentialsValid"
@@ -69,6 +75,9 @@ class PolicyFacts:
     # The policy's peers as the operator publishes them (node names): a node expects an SA with
     # each of the others even before its agent has read the slice that lists them.
     peers: tuple[str, ...] = ()
+    # For the nodes' certificates: the alert thresholds, and the time of this evaluation.
+    expiry: CertificateExpiry | None = None
+    checked_at: datetime | None = None
 
 
 def rfc3339(moment: datetime) -> str:
@@ -121,12 +130,35 @@ def node_row(
                            len(set(policy.peers) - {name}) if name in policy.peers else 0),
         established_peers=entry.established_peers if entry else 0,
         max_inner_packet=entry.max_inner_packet if entry else None,
+        **_certificate_fields(policy, entry),
         last_change=None,
         message=message,
     )
     if previous is not None and previous.model_copy(update={"last_change": None}) == row:
         return row.model_copy(update={"last_change": previous.last_change})
     return row.model_copy(update={"last_change": now})
+
+
+def _certificate_fields(policy: PolicyFacts, entry: EnforcedPolicy | None) -> dict[str, Any]:
+    """The node's certificate end and alert level (none before the node reports one)."""
+    if entry is None or entry.certificate is None or policy.expiry is None:
+        return {}
+    not_after = datetime.fromisoformat(entry.certificate.not_after.replace("Z", "+00:00"))
+    return {"certificate_not_after": entry.certificate.not_after,
+            "certificate_expiry": expiry_level(not_after, policy.expiry, policy.checked_at)}
+
+
+def node_certificate_alerts(rows: Sequence[PolicyNodeStatus]) -> tuple[tuple[str, str, str], ...]:
+    """(node, level, message) for every node certificate at warning level or worse: what the
+    operator announces in Events (once per node and level)."""
+    return tuple(
+        (row.name, row.certificate_expiry,
+         f"node {row.name}: its certificate "
+         + ("expired" if row.certificate_expiry == "expired" else "expires")
+         + f" at {row.certificate_not_after}")
+        for row in rows
+        if row.certificate_expiry in ("warning", "error", "critical", "expired")
+    )
 
 
 def set_condition(
@@ -298,6 +330,11 @@ def compute_status(
         )
     elif overlaps:
         ready = cond(READY, "False", "SubnetOverlap", "see Degraded")
+    elif expired := [row.name for row in rows if row.certificate_expiry == "expired"]:
+        ready = cond(
+            READY, "False", "CertificateExpired",
+            f"the certificate of {_names(expired)} has expired: its peers refuse it",
+        )
     elif not rows:
         ready = cond(READY, "False", "NoNodesSelected", "the nodeSelector matches no Node")
     elif not_ready:

@@ -156,6 +156,6 @@ def test_an_outdated_child_is_replaced_only_by_a_successor_in_its_own_ike_sa() -
     assert unwanted_ike_sas(same_ike, [HIGHER], {}, old).replaced == {"c1"}
     new_ike = [sa(conn, "1", child_id="c1"), sa(conn, "2", child_id="c2")]
     unwanted = unwanted_ike_sas(new_ike, [HIGHER], {}, old)
-    assert (unwanted.replaced, unwanted.duplicates) == (frozenset(), {"1"})  # goes whole
+    assert (unwanted.replaced, unwanted.duplicates) == (frozenset(), frozenset({"1"}))  # goes whole
     installing = [sa(conn, "1", child_id="c1"), sa(conn, "1", child_id="c2", state="INSTALLING")]
     assert unwanted_ike_sas(installing, [HIGHER], {}, old).replaced == frozenset()

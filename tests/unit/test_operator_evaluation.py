@@ -145,3 +145,37 @@ def test_pairs_without_an_sa_past_the_grace_period_degrade_the_policy() -> None:
     evaluation = evaluate_policy(parse_policy(body()), VALID, (), NODES, ENFORCING, NOW,
                                  overdue_pairs=[("node-1", "node-2")])
     assert reason(evaluation, "Degraded") == ("True", "PeersMissing")
+
+
+def certified(not_after: str) -> dict[str, IPsecNode]:
+    return {"node-1": IPsecNode.model_validate({
+        "metadata": {"name": "node-1"},
+        "status": {"policies": [{
+            "name": "mesh", "generation": 1, "enforcing": True,
+            "certificate": {"subject": "O=strongmesh, CN=node-1", "issuer": "CN=CA",
+                            "notAfter": not_after}}]},
+    })}
+
+
+@pytest.mark.parametrize(("not_after", "level", "ready", "event"), [
+    ("2026-12-01T00:00:00Z", "ok", "AllNodesEnforcing", None),
+    ("2026-01-20T00:00:00Z", "info", "AllNodesEnforcing", None),
+    ("2026-01-10T00:00:00Z", "warning", "AllNodesEnforcing", "NodeCertificateExpiring"),
+    ("2026-01-02T00:00:00Z", "critical", "AllNodesEnforcing", "NodeCertificateExpiring"),
+    ("2025-12-31T00:00:00Z", "expired", "CertificateExpired", "NodeCertificateExpired"),
+])
+def test_each_nodes_certificate_has_an_alert_level_and_an_expired_one_blocks_ready(
+    not_after: str, level: str, ready: str, event: str | None,
+) -> None:
+    """Thresholds are the policy's certificateExpiry (defaults: 30/14/7/3 days; NOW is
+    2026-01-01)."""
+    evaluation = evaluate_policy(parse_policy(body()), VALID, (), NODES, certified(not_after),
+                                 NOW)
+    (row,) = evaluation.status.nodes
+    assert (row.certificate_not_after, row.certificate_expiry) == (not_after, level)
+    assert reason(evaluation, "Ready")[1] == ready  # type: ignore[index]
+    from controller.operator.events import decide_events
+
+    posted, _ = decide_events(evaluation.events, {}, 0.0, 3600.0)
+    assert [e.reason for e in posted if e.reason.startswith("Node")] == (
+        [event] if event else [])
