@@ -50,6 +50,17 @@ def test_pcap_reader_decodes_esp_nat_t_and_udp_payloads() -> None:
     assert packets[0].time == pytest.approx(100.5)
 
 
+def test_pcap_reader_gives_each_esp_packet_its_spi_and_sequence_number() -> None:
+    header = struct.pack("!II", 0xC1FE66F3, 1) + b"\0" * 8
+    data = pcap(
+        (1.0, frame("10.77.0.3", "10.77.0.1", 50, header)),
+        (1.1, frame("10.77.0.3", "10.77.0.1", 17, udp(4500, 4500, header))),
+        (1.2, frame("10.77.0.3", "10.77.0.1", 17, udp(5000, 7777, TOKEN.encode()))),
+    )
+    assert [(p.spi, p.esp_seq) for p in read_pcap(data)] == [
+        (0xC1FE66F3, 1), (0xC1FE66F3, 1), (0, 0)]
+
+
 def test_pcap_reader_gives_ip_lengths_and_tells_fragments() -> None:
     data = pcap(
         (1.0, frame("10.77.0.1", "10.77.0.2", 50, b"\0" * 1480, flags=0x4000)),  # DF
@@ -380,8 +391,8 @@ def test_stream_datagrams_are_judged_once_each_and_totalled_per_step() -> None:
         _datagram(0, "node-2", "node-1", 100.0, None, apply),     # lost, nothing on the wire
     ]
     packets = [
-        Packet(100.005, "10.77.0.1", "10.77.0.2", True, b""),
-        Packet(100.255, "10.77.0.1", "10.77.0.2", True, b""),
+        Packet(100.005, "10.77.0.1", "10.77.0.2", True, b"", spi=0xA, esp_seq=7),
+        Packet(100.255, "10.77.0.1", "10.77.0.2", True, b"", spi=0xB, esp_seq=1),
         Packet(100.505, "10.77.0.1", "10.77.0.2", False,
                b"SMSTREAM:s:2:node-1:node-2:ab"),
         Packet(98.0, "10.77.0.2", "10.77.0.1", True, b""),  # long before: not this datagram's
@@ -394,6 +405,9 @@ def test_stream_datagrams_are_judged_once_each_and_totalled_per_step() -> None:
     assert [(r["seq"], r["src"], r["seen"], r["delivered"]) for r in report["datagrams"]] == [
         (0, "node-1", "esp", True), (1, "node-1", "esp", False),
         (2, "node-1", "cleartext", True), (0, "node-2", "none", False)]
+    # the ESP packet that carried each: a new SA's first (0xb, 1) is where a switch can lose
+    assert [(r["spi"], r["esp_seq"]) for r in report["datagrams"]] == [
+        ("0000000a", 7), ("0000000b", 1), (None, None), (None, None)]
     assert report["datagrams"][0]["at"] == 0.5
     assert report["datagrams"][0]["seconds"] == 0.01
     assert (report["sent"], report["delivered"]) == (4, 2)

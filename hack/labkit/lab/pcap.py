@@ -31,6 +31,8 @@ class Packet:
     payload: bytes  # L4 payload bytes as captured (empty for ESP)
     length: int = 0  # the IP packet's length as its header says (what the MTU limits)
     fragment: bool = False  # a fragment of a larger IP packet (more-fragments or an offset)
+    spi: int = 0  # ESP only: the SA's SPI and the packet's sequence number on it (1: the SA's
+    esp_seq: int = 0  # first packet), which tell a loss at the switch to a new SA apart
 
 
 def read_pcap(data: bytes) -> Iterator[Packet]:
@@ -89,7 +91,7 @@ def _decode_ethernet(stamp: float, frame: bytes) -> Packet | None:
 
 def _decode_l4(stamp: float, src: str, dst: str, proto: int, l4: bytes) -> Packet:
     if proto == ESP:
-        return Packet(stamp, src, dst, True, b"")
+        return _esp(stamp, src, dst, l4)
     if proto == UDP and len(l4) >= 8:
         sport, dport = struct.unpack("!HH", l4[:4])
         data = l4[8:]
@@ -97,6 +99,11 @@ def _decode_l4(stamp: float, src: str, dst: str, proto: int, l4: bytes) -> Packe
         # RFC 3948: ESP-in-UDP unless the payload starts with the 4-byte non-ESP marker
         # (IKE) or is a one-byte NAT-keepalive.
         if natt and len(data) > 4 and data[:4] != b"\0\0\0\0":
-            return Packet(stamp, src, dst, True, b"")
+            return _esp(stamp, src, dst, data)
         return Packet(stamp, src, dst, False, data)
     return Packet(stamp, src, dst, False, l4)
+
+
+def _esp(stamp: float, src: str, dst: str, header: bytes) -> Packet:
+    spi, seq = struct.unpack("!II", header[:8]) if len(header) >= 8 else (0, 0)
+    return Packet(stamp, src, dst, True, b"", spi=spi, esp_seq=seq)

@@ -311,13 +311,14 @@ STREAM_TOKEN = b"SMSTREAM:"
 PROBE_TOKENS = (b"SMPROBE:", STREAM_TOKEN, b"SMWORK:", b"SMAFTER:", b"SMLAB-END-")
 
 
-def _esp_times(packets: Sequence[Packet]) -> dict[tuple[str, str], list[float]]:
-    out: dict[tuple[str, str], list[float]] = {}
+def _esp_packets(packets: Sequence[Packet]) -> dict[tuple[str, str], list[Packet]]:
+    """ESP packets by (source, destination), in the order seen."""
+    out: dict[tuple[str, str], list[Packet]] = {}
     for p in packets:
         if p.esp:
-            out.setdefault((p.src, p.dst), []).append(float(p.time))
-    for times in out.values():
-        times.sort()
+            out.setdefault((p.src, p.dst), []).append(p)
+    for carried in out.values():
+        carried.sort(key=lambda p: p.time)
     return out
 
 
@@ -329,26 +330,32 @@ def stream_rows(
     was sent (``at``, seconds since the lab started), the step running then, whether it
     arrived and after how long, and ``seen`` as ``classify`` judges a probe sent once (token in
     the clear: ``cleartext``; else ESP between the carriers from the send until a second after
-    the arrival: ``esp``; else ``none``), computed with indexes (a stream has thousands)."""
+    the arrival: ``esp``, with the SPI and ESP sequence number of that packet; else ``none``),
+    computed with indexes (a stream has thousands)."""
     import bisect
 
     carriers = carriers or {}
     clear = [p.payload for p in packets if not p.esp and STREAM_TOKEN in p.payload]
-    esp = _esp_times(packets)
+    esp = _esp_packets(packets)
+    esp_times = {pair: [p.time for p in carried] for pair, carried in esp.items()}
     rows = []
     for d in datagrams:
         token = str(d["token"]).encode()
         sent = float(d["sent"])
         delivered_at = d.get("delivered_at")
+        carrier: Packet | None = None
         if any(token in payload for payload in clear):
             seen = "cleartext"
         else:
             src = carriers.get(str(d["src"]), str(d["src_address"]))
             dst = carriers.get(str(d["dst"]), str(d["dst_address"]))
-            times = esp.get((src, dst), [])
+            times = esp_times.get((src, dst), [])
             end = float(delivered_at or sent) + ESP_GRACE_SECONDS
             i = bisect.bisect_left(times, sent - 0.05)
-            seen = "esp" if src != dst and i < len(times) and times[i] <= end else "none"
+            if src != dst and i < len(times) and times[i] <= end:
+                seen, carrier = "esp", esp[(src, dst)][i]
+            else:
+                seen = "none"
         rows.append({
             "seq": d["seq"], "src": d["src"], "dst": d["dst"],
             "at": round(sent - t0, 3),
@@ -358,6 +365,8 @@ def stream_rows(
             "seconds": (round(float(delivered_at) - sent, 4)
                         if delivered_at is not None else None),
             "seen": seen,
+            "spi": None if carrier is None else f"{carrier.spi:08x}",
+            "esp_seq": None if carrier is None else carrier.esp_seq,
         })
     return rows
 
