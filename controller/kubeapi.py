@@ -210,7 +210,7 @@ class KubeClient:
                     raise ApiError(response.status, _error_message(text))
                 return json.loads(text) if text else None
         except (aiohttp.ClientError, OSError, TimeoutError) as error:
-            reason = f"{method} {path}: {error or type(error).__name__}"
+            reason = f"{method} {path}: {str(error) or type(error).__name__}"
             raise ApiUnavailableError(reason) from error
 
     async def get(self, path: str, **params: str) -> Any:
@@ -255,7 +255,8 @@ class KubeClient:
                             event = json.loads(line)
                             yield event.get("type", ""), event.get("object") or {}
         except (aiohttp.ClientError, OSError, TimeoutError) as error:
-            raise ApiUnavailableError(f"watch {path}: {error or type(error).__name__}") from error
+            reason = f"watch {path}: {str(error) or type(error).__name__}"
+            raise ApiUnavailableError(reason) from error
 
 
 def _error_message(text: str) -> str:

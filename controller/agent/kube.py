@@ -351,7 +351,7 @@ class KubeReporter:
 
     async def report(self, node: NodeFacts, identity: str, status: IPsecNodeStatus) -> None:
         spec = {"addresses": list(node.addresses), "identity": identity}
-        body = status.model_copy(update={"last_heartbeat": None}).to_api()
+        body = status.listed().model_copy(update={"last_heartbeat": None}).to_api()
         if not self._due(spec, body):
             return
         path = f"{IPSECNODES}/{self.node_name}"

@@ -31,6 +31,7 @@ from controller.agent.peering import (
 from controller.agent.state import CredentialCheck, GoodPolicy, Resolution, resolve
 from controller.facts import NodeCredentials, NodeFacts
 from controller.models.node import (
+    ESTABLISHED_CHILD_STATES,
     CertificateInfo,
     EnforcedPolicy,
     IPsecNodeStatus,
@@ -418,7 +419,10 @@ def _with_peers(
     certificate the node authenticates with, and what ESP leaves of the interface MTU."""
     links = [link for link in desired.charon.links if link.policy == entry.name]
     missing = sorted(link.peer for link in links if not link_installed(sas, link))
+    established = sum(sa.policy == entry.name and sa.state.upper() in ESTABLISHED_CHILD_STATES
+                      for sa in sas)
     return entry.model_copy(update={
+        "established_sas": established,
         "address": desired.charon.addresses.get(entry.name, ""),
         "expected_peers": len(links),
         "established_peers": len(links) - len(missing),

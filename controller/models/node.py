@@ -16,6 +16,10 @@ KIND = "IPsecNode"
 PLURAL = "ipsecnodes"
 SINGULAR = "ipsecnode"
 SHORT_NAMES = ["ipn"]
+# SAs an IPsecNode lists; the counts (establishedSAs, per policy) cover the rest.
+SA_LIST_LIMIT = 100
+# CHILD_SA states that carry traffic (a rekeying one still does).
+ESTABLISHED_CHILD_STATES = frozenset({"INSTALLED", "REKEYING", "REKEYED"})
 
 
 class IPsecNodeSpec(ApiModel):
@@ -59,6 +63,11 @@ class EnforcedPolicy(ApiModel):
     )
     missing_peers: list[str] = Field(
         default_factory=list, description="Expected peers without an installed CHILD_SA."
+    )
+    established_sas: int | None = Field(
+        default=None,
+        alias="establishedSAs",
+        description="The policy's CHILD_SAs installed or being rekeyed, listed or not.",
     )
     certificate: CertificateInfo | None = Field(
         default=None, description="The certificate the node uses for this policy."
@@ -116,7 +125,14 @@ class IPsecNodeStatus(ApiModel):
     """What the node enforces and the SAs it holds."""
 
     policies: list[EnforcedPolicy] = Field(default_factory=list, description="Policies enforced.")
-    sas: list[SecurityAssociation] = Field(default_factory=list, description="Current CHILD_SAs.")
+    sas: list[SecurityAssociation] = Field(
+        default_factory=list,
+        description=f"Current CHILD_SAs: at most {SA_LIST_LIMIT}, those not installed first "
+        "(a mesh of N nodes holds N-1 per node; the counts cover them all).",
+    )
+    sas_omitted: int = Field(
+        default=0, alias="sasOmitted", description="CHILD_SAs held but not listed in sas."
+    )
     errors: list[str] = Field(default_factory=list, description="Problems the agent met.")
     established_sas: int = Field(
         default=0,
@@ -128,6 +144,17 @@ class IPsecNodeStatus(ApiModel):
         description="When the agent last confirmed this status (RFC 3339).",
         json_schema_extra={"format": "date-time"},
     )
+
+
+    def listed(self, limit: int = SA_LIST_LIMIT) -> IPsecNodeStatus:
+        """This status with at most ``limit`` SAs listed, those not installed first: an
+        object per node that grows with the mesh would grow the API's traffic with N²."""
+        if len(self.sas) <= limit:
+            return self
+        ordered = sorted(self.sas, key=lambda sa: (sa.state == "INSTALLED", sa.policy, sa.peer,
+                                                   sa.child))
+        return self.model_copy(update={"sas": ordered[:limit],
+                                       "sas_omitted": len(self.sas) - limit})
 
 
 class IPsecNode(ApiModel):

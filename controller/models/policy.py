@@ -22,6 +22,8 @@ KIND = "IPsecPolicy"
 PLURAL = "ipsecpolicies"
 SINGULAR = "ipsecpolicy"
 SHORT_NAMES = ["ipp"]
+# Peers a status row lists: a thousand rows of a thousand peers would not fit in one object.
+ROW_PEERS_LIMIT = 16
 
 DEFAULT_IKE_PROPOSALS = ["aes128-sha256-modp2048!"]
 DEFAULT_ESP_PROPOSALS = ["aes128gcm16!"]
@@ -207,7 +209,11 @@ class PolicyNodeStatus(ApiModel):
     established_sas: int = Field(
         default=0, alias="establishedSAs", description="CHILD_SAs established on the node."
     )
-    peers: list[str] = Field(default_factory=list, description="Peers with an established SA.")
+    peers: list[str] = Field(
+        default_factory=list,
+        description=f"Peers with an established SA (the first {ROW_PEERS_LIMIT} by address; "
+        "establishedPeers counts them all).",
+    )
     expected_peers: int = Field(default=0, description="Peers the node should hold an SA with.")
     established_peers: int = Field(
         default=0, description="Of those, peers with an installed CHILD_SA."

@@ -10,14 +10,16 @@ operator can skip the write altogether.
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from controller.models.common import Condition, ConditionStatus, LabelSelector
-from controller.models.node import EnforcedPolicy, IPsecNode
+from controller.models.node import ESTABLISHED_CHILD_STATES, EnforcedPolicy, IPsecNode
 from controller.models.policy import (
+    ROW_PEERS_LIMIT,
     CertificateExpiry,
     IPsecPolicyStatus,
     PolicyNodeStatus,
@@ -31,7 +33,8 @@ PROGRESSING = "Progressing"
 DEGRADED = "Degraded"
 CONDITION_ORDER = (READY, CREDENTIALS_VALID, PROGRESSING, DEGRADED)
 
-ESTABLISHED_CHILD_STATES = frozenset({"INSTALLED", "REKEYING", "REKEYED"})
+# The peer of a missing pair when a node's agent has not read all its published peers yet.
+UNREAD_PEERS = "peers its agent has not read yet"
 
 
 @dataclass(frozen=True)
@@ -109,7 +112,11 @@ def node_row(
         sa for sa in node.status.sas
         if sa.policy == policy.name and sa.state.upper() in ESTABLISHED_CHILD_STATES
     ]
-    peers = sorted({sa.peer for sa in sas})
+    # the node lists a bounded number of SAs; its own count covers them all (an agent of an
+    # earlier release lists every SA and counts none per policy)
+    established_sas = len(sas) if entry is None or entry.established_sas is None else (
+        entry.established_sas)
+    peers = sorted({sa.peer for sa in sas}, key=_address_order)[:ROW_PEERS_LIMIT]
     if node is None:
         message = "no IPsecNode yet: is the strongmesh agent running on this node?"
     elif entry is None:
@@ -124,7 +131,7 @@ def node_row(
         name=name,
         enforcing=bool(entry and entry.generation == policy.generation and entry.enforcing),
         generation=entry.generation if entry else None,
-        established_sas=len(sas),
+        established_sas=established_sas,
         peers=peers,
         expected_peers=max(entry.expected_peers if entry else 0,
                            len(set(policy.peers) - {name}) if name in policy.peers else 0),
@@ -137,6 +144,16 @@ def node_row(
     if previous is not None and previous.model_copy(update={"last_change": None}) == row:
         return row.model_copy(update={"last_change": previous.last_change})
     return row.model_copy(update={"last_change": now})
+
+
+def _address_order(address: str) -> tuple[int, int, str]:
+    """IP addresses in numeric order (10.0.0.9 before 10.0.0.10, IPv4 first), anything else
+    after."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return (2, 0, address)
+    return (ip.version // 6, int(ip), "")
 
 
 def _certificate_fields(policy: PolicyFacts, entry: EnforcedPolicy | None) -> dict[str, Any]:
@@ -180,20 +197,18 @@ def missing_pairs(policy: str, ipsec_nodes: Mapping[str, IPsecNode],
                   selected: Sequence[str], peers: Mapping[str, str] | None = None,
                   ) -> list[tuple[str, str]]:
     """(node, peer) pairs of selected nodes without an installed CHILD_SA: those the node
-    reports missing, and (``peers``: the published peers, name -> address) those it holds no
-    installed SA with although the operator published them (its agent may not know yet)."""
+    reports missing, and (``peers``: the published peers, name -> address) when its agent
+    counts fewer expected peers than were published to it, ``(node, UNREAD_PEERS)``: it has
+    not read a slice yet, and which peers it lacks its counts cannot say (the node's status
+    does not list every SA: that would grow with N²)."""
     pairs: set[tuple[str, str]] = set()
     for name in selected:
-        ipsec_node = ipsec_nodes.get(name)
-        entry = _entry(ipsec_node, policy)
+        entry = _entry(ipsec_nodes.get(name), policy)
         if entry is None:
             continue
         pairs.update((name, peer) for peer in entry.missing_peers)
-        if peers and name in peers:
-            up = {sa.peer for sa in (ipsec_node.status.sas if ipsec_node and ipsec_node.status
-                                     else []) if sa.policy == policy and sa.state == "INSTALLED"}
-            pairs.update((name, other) for other, address in peers.items()
-                         if other != name and address not in up)
+        if peers and name in peers and entry.expected_peers < len(peers) - 1:
+            pairs.add((name, UNREAD_PEERS))
     return sorted(pairs)
 
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import os
 import resource
@@ -35,6 +36,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import traceback
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -102,6 +104,15 @@ class SimulatedNode:
     peer_sets: list[frozenset[str]] = field(default_factory=list)
 
 
+def _report_end(name: str, task: asyncio.Task[None]) -> None:
+    """A simulated node's loop ends only when stopped: any other end is a finding, logged
+    with its traceback (a real agent would exit and be restarted by its DaemonSet)."""
+    if not task.cancelled() and task.exception() is not None:
+        error = task.exception()
+        print(f"simulated node {name} stopped by an error:", file=sys.stderr)
+        traceback.print_exception(error, file=sys.stderr)
+
+
 async def _run_worker() -> None:
     """A worker process: simulated nodes, commanded by JSON lines on stdin."""
     from controller.agent.interfaces import AgentInputs
@@ -141,6 +152,7 @@ async def _run_worker() -> None:
                 await source.close()
 
         node.task = asyncio.create_task(run())
+        node.task.add_done_callback(functools.partial(_report_end, name))
         nodes[name] = node
 
     async def stop_node(name: str) -> None:

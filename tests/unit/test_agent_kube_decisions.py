@@ -196,3 +196,20 @@ def test_node_facts_carry_the_pod_networks_of_the_node() -> None:
             "status": {"addresses": [{"type": "InternalIP", "address": "10.77.0.1"}]}}
     facts, _ = node_facts("n1", node)
     assert facts.pod_cidrs == ("10.244.1.0/24", "fd44:1::/64")
+
+
+async def test_reporter_lists_at_most_the_limit_of_sas_those_not_installed_first() -> None:
+    from controller.models.node import SA_LIST_LIMIT
+
+    client = FakeClient()
+    reporter = KubeReporter(client, "n1", heartbeat=600, clock=lambda: 0.0)  # type: ignore[arg-type]
+    held = [{"policy": "p", "peer": f"10.78.{i // 250}.{i % 250}", "state": "INSTALLED"}
+            for i in range(999)] + [{"policy": "p", "peer": "10.79.0.1", "state": "CREATED"}]
+    status = IPsecNodeStatus.model_validate({"policies": [{"name": "p", "generation": 1}],
+                                             "sas": held, "establishedSAs": 999})
+    await reporter.report(NodeFacts("n1", ("10.77.0.1",)), "CN=n1", status)
+    assert client.obj is not None
+    written = client.obj["status"]
+    assert len(written["sas"]) == SA_LIST_LIMIT
+    assert written["sas"][0]["state"] == "CREATED"  # a problem is never the one left out
+    assert (written["sasOmitted"], written["establishedSAs"]) == (1000 - SA_LIST_LIMIT, 999)

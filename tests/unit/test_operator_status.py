@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from controller.models.common import Condition, ConditionStatus, LabelSelector
-from controller.models.node import IPsecNode
+from controller.models.node import IPsecNode, SecurityAssociation
 from controller.models.policy import IPsecPolicyStatus
 from controller.operator.status import (
     CredentialsVerdict,
@@ -90,12 +90,34 @@ def test_all_selected_nodes_enforcing_is_ready_with_summary_and_rows() -> None:
         "established_sas": 3,
         "max_inner_packet": None,  # no node reported its interface
     }
+    # these agents count nothing per policy (an earlier release): their listed SAs count
     assert [(r.name, r.enforcing, r.established_sas, r.peers) for r in status.nodes] == [
         ("node-1", True, 2, ["10.0.0.2"]),
         ("node-2", True, 1, ["10.0.0.1"]),
     ]
     assert status.observed_generation == 2
     assert all(c.observed_generation == 2 for c in status.conditions)
+
+
+def test_a_nodes_own_count_of_its_sas_stands_for_the_sas_it_does_not_list() -> None:
+    node = ipsec_node("node-1", sas=[sa("10.0.0.2")])
+    assert node.status is not None
+    node.status.policies[0].established_sas = 998  # 997 of them not listed
+    status = compute_status(policy(role="worker"), VALID, NODES, {"node-1": node}, [], None, T0)
+    assert [(r.name, r.established_sas) for r in status.nodes] == [("node-1", 998), ("node-2", 0)]
+
+
+def test_a_row_lists_its_first_peers_by_address_and_counts_them_all() -> None:
+    from controller.models.policy import ROW_PEERS_LIMIT
+
+    held = [sa(f"10.0.0.{i}") for i in range(40, 0, -1)]
+    node = meshed("node-1", 40, [])
+    assert node.status is not None
+    node.status.sas = [SecurityAssociation.model_validate(s) for s in held]
+    status = compute_status(policy(role="worker"), VALID, NODES, {"node-1": node}, [], None, T0)
+    row = status.nodes[0]
+    assert row.peers == [f"10.0.0.{i}" for i in range(1, ROW_PEERS_LIMIT + 1)]  # 9 before 10
+    assert (row.established_peers, row.established_sas) == (40, 40)
 
 
 @pytest.mark.parametrize(
@@ -342,16 +364,13 @@ def test_a_missing_pair_is_overdue_only_after_the_grace_period() -> None:
     assert tracker.since == {}
 
 
-def test_a_published_peer_without_an_installed_sa_is_a_missing_pair() -> None:
-    """The agent may not have read the slice yet (it reports nothing missing): the operator
-    knows whom it published to it."""
-    from controller.operator.status import missing_pairs
+def test_published_peers_an_agent_does_not_count_yet_are_a_missing_pair() -> None:
+    """The agent may not have read a slice yet (it reports nothing missing among the peers it
+    knows): the operator knows how many it published to it."""
+    from controller.operator.status import UNREAD_PEERS, missing_pairs
 
-    node = IPsecNode.model_validate({
-        "metadata": {"name": "node-1"},
-        "status": {"policies": [{"name": "mesh", "generation": 1, "address": "10.0.0.1"}],
-                   "sas": [{"policy": "mesh", "peer": "10.0.0.2", "state": "INSTALLED"}]},
-    })
     published = {"node-1": "10.0.0.1", "node-2": "10.0.0.2", "node-3": "10.0.0.3"}
-    assert missing_pairs("mesh", {"node-1": node}, ["node-1"], published) == [
-        ("node-1", "node-3")]
+    lagging = {"node-1": meshed("node-1", 1, [])}  # knows one peer of two
+    assert missing_pairs("mesh", lagging, ["node-1"], published) == [("node-1", UNREAD_PEERS)]
+    caught_up = {"node-1": meshed("node-1", 2, ["node-3"])}
+    assert missing_pairs("mesh", caught_up, ["node-1"], published) == [("node-1", "node-3")]
