@@ -26,7 +26,7 @@ from controller.operator.records import (
     parse_secret,
     secret_key,
 )
-from controller.operator.status import policies_listed
+from controller.operator.status import policies_listed, status_view
 
 
 @dataclass
@@ -112,7 +112,7 @@ class ClusterState:
             self.ipsec_nodes.pop(name, None)
         else:
             try:
-                self.ipsec_nodes[name] = IPsecNode.model_validate(body)
+                self.ipsec_nodes[name] = status_view(IPsecNode.model_validate(body))
             except ValueError:
                 self.ipsec_nodes.pop(name, None)
         after = self.ipsec_nodes.get(name)

@@ -146,6 +146,23 @@ def node_row(
     return row.model_copy(update={"last_change": now})
 
 
+def status_view(node: IPsecNode) -> IPsecNode:
+    """What ``compute_status`` reads of an IPsecNode, and no more: the operator holds one per
+    node, and a node lists up to a hundred SAs. A policy the node counts its SAs for keeps
+    the established SAs of its first ``ROW_PEERS_LIMIT`` peers (the row's ``peers``); one it
+    does not (an agent of an earlier release) keeps all it lists (they are its count)."""
+    if node.status is None or not node.status.sas:
+        return node
+    counted = {e.name for e in node.status.policies if e.established_sas is not None}
+    kept = [sa for sa in node.status.sas if sa.policy not in counted]
+    for policy in sorted(counted):
+        sas = [sa for sa in node.status.sas
+               if sa.policy == policy and sa.state.upper() in ESTABLISHED_CHILD_STATES]
+        first = set(sorted({sa.peer for sa in sas}, key=_address_order)[:ROW_PEERS_LIMIT])
+        kept.extend(sa for sa in sas if sa.peer in first)
+    return node.model_copy(update={"status": node.status.model_copy(update={"sas": kept})})
+
+
 def _address_order(address: str) -> tuple[int, int, str]:
     """IP addresses in numeric order (10.0.0.9 before 10.0.0.10, IPv4 first), anything else
     after."""

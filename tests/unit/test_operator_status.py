@@ -374,3 +374,19 @@ def test_published_peers_an_agent_does_not_count_yet_are_a_missing_pair() -> Non
     assert missing_pairs("mesh", lagging, ["node-1"], published) == [("node-1", UNREAD_PEERS)]
     caught_up = {"node-1": meshed("node-1", 2, ["node-3"])}
     assert missing_pairs("mesh", caught_up, ["node-1"], published) == [("node-1", "node-3")]
+
+
+def test_the_operators_view_of_a_node_keeps_what_its_row_shows_and_nothing_more() -> None:
+    from controller.operator.status import status_view
+
+    counted = meshed("node-1", 40, [])
+    assert counted.status is not None
+    counted.status.policies[0].established_sas = 41
+    held = [sa(f"10.0.0.{i}") for i in range(40, 0, -1)] + [sa("10.0.0.99", "CREATED")]
+    counted.status.sas = [SecurityAssociation.model_validate(s) for s in held]
+    earlier = ipsec_node("node-2", sas=[sa(f"10.0.0.{i}") for i in range(30)])  # counts none
+    nodes = {"node-1": counted, "node-2": earlier}
+    viewed = {name: status_view(node) for name, node in nodes.items()}
+    assert [len(n.status.sas) if n.status else None for n in viewed.values()] == [16, 30]
+    full = compute_status(policy(role="worker"), VALID, NODES, nodes, [], None, T0)
+    assert compute_status(policy(role="worker"), VALID, NODES, viewed, [], None, T0) == full
