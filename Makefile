@@ -77,13 +77,13 @@ control-plane: venv
 	$(PY) hack/control-plane build
 
 lint: venv
-	$(VENV)/bin/ruff check controller tests hack hack/gen-crds hack/lab hack/make-certs hack/lock-drift
+	$(VENV)/bin/ruff check controller tests hack hack/gen-crds hack/lab hack/make-certs hack/lock-drift hack/bench-pass
 	$(VENV)/bin/lint-imports
 	$(VENV)/bin/hadolint Dockerfile
 	$(PY) hack/gen-crds --check
 
 typecheck: venv
-	$(VENV)/bin/mypy controller tests hack/gen-crds hack/labkit
+	$(VENV)/bin/mypy controller tests hack/gen-crds hack/labkit hack/bench-pass
 
 crds: venv
 	$(PY) hack/gen-crds
@@ -116,6 +116,7 @@ image:
 bench: venv system-deps control-plane
 	$(PY) hack/bench-lab
 	$(PY) hack/bench-agent
+	$(PY) hack/bench-pass
 
 clean:
 	rm -rf $(VENV) $(VENV_LATEST) .tools .mypy_cache .ruff_cache .pytest_cache

@@ -22,6 +22,7 @@ from controller.agent.interfaces import AgentInputs
 from controller.agent.peering import (
     Attempts,
     TerminationGate,
+    by_connection,
     link_installed,
     negotiated_before,
     plan_initiations,
@@ -383,9 +384,10 @@ class NodeReconciler:
         self, desired: DesiredNode, sas: Sequence[SecurityAssociation]
     ) -> float | None:
         """When the loop should come back for an initiation that is due later."""
+        grouped = by_connection(sas)
         waiting = [
             self._attempts[child].next_at
-            for link in desired.charon.links if not link_installed(sas, link)
+            for link in desired.charon.links if not link_installed(grouped, link)
             for child in link.all_children if child in self._attempts
         ]
         return max(0.0, min(waiting) - self._clock()) if waiting else None
@@ -418,7 +420,8 @@ def _with_peers(
     """The policy's status row with its address, how many expected peers have an SA, the
     certificate the node authenticates with, and what ESP leaves of the interface MTU."""
     links = [link for link in desired.charon.links if link.policy == entry.name]
-    missing = sorted(link.peer for link in links if not link_installed(sas, link))
+    grouped = by_connection(sas)
+    missing = sorted(link.peer for link in links if not link_installed(grouped, link))
     established = sum(sa.policy == entry.name and sa.state.upper() in ESTABLISHED_CHILD_STATES
                       for sa in sas)
     return entry.model_copy(update={
