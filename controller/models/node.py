@@ -6,6 +6,7 @@ IPsecPolicy.status, so status traffic grows with the number of nodes, not its sq
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Literal
 
 from pydantic import Field
@@ -17,9 +18,19 @@ PLURAL = "ipsecnodes"
 SINGULAR = "ipsecnode"
 SHORT_NAMES = ["ipn"]
 # SAs an IPsecNode lists; the counts (establishedSAs, per policy) cover the rest.
-SA_LIST_LIMIT = 100
+SA_LIST_LIMIT = 32
 # CHILD_SA states that carry traffic (a rekeying one still does).
 ESTABLISHED_CHILD_STATES = frozenset({"INSTALLED", "REKEYING", "REKEYED"})
+
+
+def address_order(address: str) -> tuple[int, int, str]:
+    """IP addresses in numeric order (10.0.0.9 before 10.0.0.10, IPv4 first), anything else
+    after."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return (2, 0, address)
+    return (ip.version // 6, int(ip), "")
 
 
 class IPsecNodeSpec(ApiModel):
@@ -151,8 +162,8 @@ class IPsecNodeStatus(ApiModel):
         object per node that grows with the mesh would grow the API's traffic with N²."""
         if len(self.sas) <= limit:
             return self
-        ordered = sorted(self.sas, key=lambda sa: (sa.state == "INSTALLED", sa.policy, sa.peer,
-                                                   sa.child))
+        ordered = sorted(self.sas, key=lambda sa: (sa.state == "INSTALLED", sa.policy,
+                                                   address_order(sa.peer), sa.child))
         return self.model_copy(update={"sas": ordered[:limit],
                                        "sas_omitted": len(self.sas) - limit})
 

@@ -10,14 +10,18 @@ operator can skip the write altogether.
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from controller.models.common import Condition, ConditionStatus, LabelSelector
-from controller.models.node import ESTABLISHED_CHILD_STATES, EnforcedPolicy, IPsecNode
+from controller.models.node import (
+    ESTABLISHED_CHILD_STATES,
+    EnforcedPolicy,
+    IPsecNode,
+    address_order,
+)
 from controller.models.policy import (
     ROW_PEERS_LIMIT,
     CertificateExpiry,
@@ -116,7 +120,7 @@ def node_row(
     # earlier release lists every SA and counts none per policy)
     established_sas = len(sas) if entry is None or entry.established_sas is None else (
         entry.established_sas)
-    peers = sorted({sa.peer for sa in sas}, key=_address_order)[:ROW_PEERS_LIMIT]
+    peers = sorted({sa.peer for sa in sas}, key=address_order)[:ROW_PEERS_LIMIT]
     if node is None:
         message = "no IPsecNode yet: is the strongmesh agent running on this node?"
     elif entry is None:
@@ -148,7 +152,7 @@ def node_row(
 
 def status_view(node: IPsecNode) -> IPsecNode:
     """What ``compute_status`` reads of an IPsecNode, and no more: the operator holds one per
-    node, and a node lists up to a hundred SAs. A policy the node counts its SAs for keeps
+    node, and a node lists up to SA_LIST_LIMIT SAs. A policy the node counts its SAs for keeps
     the established SAs of its first ``ROW_PEERS_LIMIT`` peers (the row's ``peers``); one it
     does not (an agent of an earlier release) keeps all it lists (they are its count)."""
     if node.status is None or not node.status.sas:
@@ -158,19 +162,9 @@ def status_view(node: IPsecNode) -> IPsecNode:
     for policy in sorted(counted):
         sas = [sa for sa in node.status.sas
                if sa.policy == policy and sa.state.upper() in ESTABLISHED_CHILD_STATES]
-        first = set(sorted({sa.peer for sa in sas}, key=_address_order)[:ROW_PEERS_LIMIT])
+        first = set(sorted({sa.peer for sa in sas}, key=address_order)[:ROW_PEERS_LIMIT])
         kept.extend(sa for sa in sas if sa.peer in first)
     return node.model_copy(update={"status": node.status.model_copy(update={"sas": kept})})
-
-
-def _address_order(address: str) -> tuple[int, int, str]:
-    """IP addresses in numeric order (10.0.0.9 before 10.0.0.10, IPv4 first), anything else
-    after."""
-    try:
-        ip = ipaddress.ip_address(address)
-    except ValueError:
-        return (2, 0, address)
-    return (ip.version // 6, int(ip), "")
 
 
 def _certificate_fields(policy: PolicyFacts, entry: EnforcedPolicy | None) -> dict[str, Any]:
