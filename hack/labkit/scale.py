@@ -19,7 +19,9 @@ Then, timed from the harness's own watch of the IPsecNodes and polls of the poli
 4. one node's SAs change (its status changes), then 10 nodes join and 10 leave: watch events
    received per agent for each, and per-agent peer updates;
 5. the policy is deleted: until the finalizer completed and it is gone;
-throughout: operator RSS and CPU seconds, kube-apiserver and etcd RSS.
+throughout: operator RSS and CPU seconds, kube-apiserver and etcd RSS; for each rollout, the
+CPU seconds the simulated agents, the operator and kube-apiserver used (the agents' share is
+N passes over N peers on this one machine: in a cluster every node does its own).
 """
 
 from __future__ import annotations
@@ -91,6 +93,11 @@ def process_cpu_seconds(pid: int) -> float | None:
     except OSError:
         return None
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pids: Iterable[int]) -> float:
+    """CPU seconds the processes used so far (those gone count nothing)."""
+    return sum(process_cpu_seconds(pid) or 0.0 for pid in pids)
 
 
 # ------------------------------------------------------------------------------- the worker
@@ -467,8 +474,20 @@ async def run_benchmark(n: int, workers_count: int, rest_seconds: float, timeout
                     peak[what] = max(peak.get(what, 0.0), rss)
 
         await asyncio.wait_for(watcher.synced.wait(), timeout)
+        # Where the machine's CPU goes in a rollout: the simulated agents' own work is N
+        # passes over N peers on this one machine (in a cluster, each on its own node).
+        def cpu_now() -> dict[str, float]:
+            return {"agents": cpu_seconds(w.proc.pid for w in workers),
+                    "operator": cpu_seconds([operator.pid] if operator else []),
+                    "kube_apiserver": cpu_seconds([plane.pids["kube-apiserver"]] if plane
+                                                  else [])}
+
+        def cpu_since(before: dict[str, float]) -> dict[str, float]:
+            return {k: round(v - before[k], 1) for k, v in cpu_now().items()}
+
         # 1. create
         progress("1/5: creating the policy")
+        rollout_cpu = cpu_now()
         created = time.monotonic()
         await admin.client.create(f"{GROUP_PATH}/ipsecpolicies", policy_body("ipsec-credentials"))
         result["status_complete_seconds"] = await wait_policy(admin, summary_ready(n, 1), timeout)
@@ -478,8 +497,10 @@ async def run_benchmark(n: int, workers_count: int, rest_seconds: float, timeout
         result["create_p50_seconds"] = percentile(created_times, 0.50)
         result["create_p99_seconds"] = percentile(created_times, 0.99)
         result["create_enforcing_nodes"] = len(created_times)
+        result["create_cpu_seconds"] = cpu_since(rollout_cpu)
         # 2. update
         progress("2/5: changing the policy (generation 2)")
+        rollout_cpu = cpu_now()
         changed = time.monotonic()
         await admin.client.merge_patch(f"{GROUP_PATH}/ipsecpolicies/{POLICY}",
                                        {"spec": {"esp": {"rekeyTime": "2h"}}})
@@ -490,6 +511,7 @@ async def run_benchmark(n: int, workers_count: int, rest_seconds: float, timeout
         updated_times = times_to(watcher, 2, changed, names)
         result["update_p50_seconds"] = percentile(updated_times, 0.50)
         result["update_p99_seconds"] = percentile(updated_times, 0.99)
+        result["update_cpu_seconds"] = cpu_since(rollout_cpu)
         # 3. rest
         progress(f"3/5: resting {rest_seconds:.0f} s")
         await asyncio.sleep(5)  # the tail of the rollout's writes

@@ -79,3 +79,19 @@ def test_standalone_files_take_peers_from_their_slices() -> None:
     (item,) = inputs.policies
     assert item.peers == (Peer(node="node-2", address="10.77.0.2"),
                           Peer(node="node-3", address="10.77.0.3"))
+
+
+def test_the_agent_parses_its_slices_once_per_version() -> None:
+    from controller.agent.kube import KubeInputSource
+    from controller.kubeapi import KubeClient, KubeConfig
+
+    source = KubeInputSource(KubeClient(KubeConfig(server="https://127.0.0.1:1")), "node-1")
+    first = body("mesh-0", 1, ["node-2"]) | {"metadata": {"name": "mesh-0",
+                                                          "resourceVersion": "7"}}
+    source._slices.items = {"mesh-0": first}
+    published = source._published()
+    assert source._published() is published  # the same version: not parsed again
+    second = body("mesh-0", 2, ["node-2", "node-3"]) | {"metadata": {"name": "mesh-0",
+                                                                      "resourceVersion": "8"}}
+    source._slices.items = {"mesh-0": second}
+    assert [p.node for p in source._published()["mesh"].peers] == ["node-2", "node-3"]
