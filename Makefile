@@ -62,7 +62,7 @@ VENV_LATEST := .venv-latest
 test-latest: control-plane
 	rm -rf $(VENV_LATEST)
 	$(PYTHON) -m venv $(VENV_LATEST)
-	$(VENV_LATEST)/bin/pip install -q --disable-pip-version-check --upgrade pip
+	$(VENV_LATEST)/bin/pip install -q --disable-pip-version-check --upgrade pip setuptools
 	$(VENV_LATEST)/bin/pip install -q --disable-pip-version-check --upgrade \
 		--upgrade-strategy eager -e '.[dev]'
 	$(VENV_LATEST)/bin/python hack/lock-drift $(LOCK)
