@@ -291,12 +291,14 @@ class PolicyReconciler:
         )
         if self.metrics is not None:
             self.metrics.observe(key, evaluation.status, secret.not_after if secret else None, now)
-        if evaluation.status_patch is not None:
-            await self._write_status(key, evaluation.status_patch)
+        # the agents' inputs first: a status with a row per node is the larger write, and
+        # nothing waits for it but people
         await self._write_slices(plan_publication(
             record, secret.issuer if secret else None, self.state.slices_of(key),
             self.state.nodes, self.state.ipsec_nodes, self.state.pod_cidrs,
         ), record.meta)
+        if evaluation.status_patch is not None:
+            await self._write_status(key, evaluation.status_patch)
         await self._post_events(record.meta, evaluation.events)
         await self._finish_deletion(record, now)
 
