@@ -55,6 +55,8 @@ class InputSource(Protocol):
 
 
 class Reporter(Protocol):
-    async def report(self, node: NodeFacts, identity: str, status: IPsecNodeStatus) -> None:
-        """Publish this node's status; implementations skip writes when nothing changed."""
+    async def report(self, node: NodeFacts, identity: str, status: IPsecNodeStatus) -> bool:
+        """Publish this node's status; implementations skip writes when nothing changed.
+        False: it could not be published (the API refused or did not answer): the loop
+        comes back for it soon instead of at the next resync."""
         ...

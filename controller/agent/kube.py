@@ -357,11 +357,11 @@ class KubeReporter:
             return True
         return self._written_at is None or self._clock() - self._written_at >= self.heartbeat
 
-    async def report(self, node: NodeFacts, identity: str, status: IPsecNodeStatus) -> None:
+    async def report(self, node: NodeFacts, identity: str, status: IPsecNodeStatus) -> bool:
         spec = {"addresses": list(node.addresses), "identity": identity}
         body = status.listed().model_copy(update={"last_heartbeat": None}).to_api()
         if not self._due(spec, body):
-            return
+            return True
         path = f"{IPSECNODES}/{self.node_name}"
         try:
             if self._spec != spec:
@@ -373,12 +373,13 @@ class KubeReporter:
             if error.status == 404:
                 self._spec = None  # deleted behind our back (GC, admin): create it again
             log.warning("could not write IPsecNode %s: %s", self.node_name, error)
-            return
+            return False
         except ApiUnavailableError as error:
             log.warning("could not write IPsecNode %s: %s", self.node_name, error)
-            return
+            return False
         self.writes += 1
         self._spec, self._status, self._written_at = spec, body, self._clock()
+        return True
 
     async def _ensure(self, path: str, spec: dict[str, Any]) -> None:
         try:

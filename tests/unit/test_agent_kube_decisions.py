@@ -184,10 +184,10 @@ async def test_reporter_retries_after_an_outage() -> None:
     reporter = KubeReporter(client, "n1", heartbeat=600, clock=lambda: 0.0)  # type: ignore[arg-type]
     node = NodeFacts("n1", ("10.77.0.1",))
     client.down = True
-    await reporter.report(node, "CN=n1", sa_status(1))
+    assert await reporter.report(node, "CN=n1", sa_status(1)) is False  # the loop retries
     assert reporter.writes == 0
     client.down = False
-    await reporter.report(node, "CN=n1", sa_status(1))
+    assert await reporter.report(node, "CN=n1", sa_status(1)) is True
     assert reporter.writes == 1
 
 

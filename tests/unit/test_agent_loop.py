@@ -22,7 +22,15 @@ from typing import Any
 import pytest
 
 from controller.agent.interfaces import AgentInputs
-from controller.agent.loop import RETRY_SECONDS, WATCH_SECONDS, LoopStats, run_loop
+from controller.agent.loop import (
+    REPORT_RETRY_FIRST,
+    REPORT_RETRY_MAX,
+    RETRY_SECONDS,
+    WATCH_SECONDS,
+    LoopStats,
+    report_retry_seconds,
+    run_loop,
+)
 from controller.agent.reconcile import PassResult
 from controller.facts import NodeFacts
 from controller.models.node import IPsecNodeStatus
@@ -98,10 +106,11 @@ class Reporter:
         self.reports: list[IPsecNodeStatus] = []
         self.fail = fail
 
-    async def report(self, node: NodeFacts, identity: str, status: IPsecNodeStatus) -> None:
+    async def report(self, node: NodeFacts, identity: str, status: IPsecNodeStatus) -> bool:
         self.reports.append(status)
         if self.fail:
             raise RuntimeError("API down")
+        return True
 
 
 def passing(
@@ -202,6 +211,28 @@ async def test_reporting_failure_does_not_stop_enforcement() -> None:
         (await agent.source.next_wait()).timer_expired()
         await agent.source.next_wait()
         assert agent.stats.passes == len(reporter.reports) == 2
+
+
+async def test_a_status_the_api_did_not_take_is_offered_again_soon_backing_off() -> None:
+    reporter = Reporter(fail=True)
+    async with running_loop(reporter=reporter, resync_seconds=300) as agent:
+        timeouts = []
+        for attempt in range(8):
+            wait = await agent.source.next_wait()
+            timeouts.append(wait.timeout)
+            reporter.fail = attempt < 7  # the pass after the eighth wait is reported
+            wait.timer_expired()
+        timeouts.append((await agent.source.next_wait()).timeout)
+    for failures, timeout in enumerate(timeouts[:8], start=1):
+        ceiling = min(REPORT_RETRY_FIRST * 2 ** (failures - 1), REPORT_RETRY_MAX)
+        assert ceiling / 2 <= timeout <= ceiling, (failures, timeouts)
+    assert timeouts[-1] == 300  # reported again: back to the resync
+
+
+def test_the_retry_of_a_status_backs_off_to_a_minute_and_spreads_the_agents() -> None:
+    assert [report_retry_seconds(n, 0.0) for n in (1, 2, 3, 6, 7, 20)] == [
+        2.0, 4.0, 8.0, 60.0, 60.0, 60.0]
+    assert report_retry_seconds(1, 0.999) == pytest.approx(1.001)
 
 
 def _recreate(sock: Path) -> None:
