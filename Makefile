@@ -16,12 +16,12 @@ UV_VERSION := 0.13.8
 
 help:
 	@echo "make demo   - boot the kernel lab (3 nodes, examples/) and print the report"
-	@echo "make test   - lint, type check, unit + API + integration + lab tests"
+	@echo "make test   - lint, type check, unit + API + integration + lab + image tests"
 	@echo "              (tiers alone: test-unit, test-api, test-integration, test-lab)"
 	@echo "make crds   - regenerate crds/ from controller/models"
 	@echo "make bench  - run the benchmarks in hack/ and print their figures"
 	@echo "make image  - build localhost/strongmesh:<version> with buildah (hack/build-image, no registry)"
-	@echo "              make test-image builds it and runs its entry points (not part of make test)"
+	@echo "              make test-image builds it and runs its entry points (make test runs it too)"
 	@echo "make test-latest - unit + API tiers on the newest versions pyproject.toml allows"
 	@echo "make lock   - rewrite requirements/*.txt after a change to pyproject.toml"
 	@echo "make lock-upgrade - move the lock to the newest versions (after test-latest passes)"
