@@ -1,8 +1,14 @@
 """The kernel lab behind ``hack/lab``: user-mode-linux, a switch, lab nodes, probes, a report.
 
 ``host`` runs on the machine (boots the kernel, cleans up, builds the report); ``inside`` runs
-as PID 1 inside user-mode-linux and imports only the standard library, because every import
-there goes through hostfs and is slow. ``pcap`` and ``report`` are pure and unit-tested.
+as PID 1 inside user-mode-linux and imports only the standard library (and the pure
+``controller.ownership``), because every import there goes through hostfs and is slow. Inside,
+by responsibility: ``boot`` (filesystems, modules), ``netns``, ``topology`` (names and
+addresses) and ``network`` (hosts, switch, pods), ``processes`` (capture, charon, agent),
+``probes`` (rounds, streams), ``xfrm`` and ``charon_view`` (what kernels and charons hold),
+``status`` (readiness), ``cluster`` and ``static`` (modes), and the scenario steps: ``steps``
+(the registry: each kind's record and handler) and their families ``steps_*``. ``pcap`` and
+``report`` are pure and unit-tested.
 
 Inside, in order: filesystems, modules, switch ``sw0`` with ``node-1..N`` (10.77.0.i/24) and
 ``bystander`` (10.77.0.200) as network namespaces, with ``--pods`` (``LabOptions.pods``) the
@@ -56,8 +62,11 @@ between every node pair), ``{"do": "wait_one_sa_per_peer", "nodes"?: [...]}`` (e
 state each way per pair of those nodes, none with a node outside them), ``{"do": "wait_status",
 "error_contains": TEXT, "node"?}``, ``{"do": "snapshot", "label": L}`` (xfrm states and
 statuses), ``{"do": "sleep", "seconds": s}``, ``{"do": "measure_agents", "seconds": s}``,
-``{"do": "measure_pass", "repeat": n}``. Without ``node`` a step acts on every lab node.
-Cluster mode adds (``cluster.py``): ``{"do": "apply", "file": NAME}`` (a ``--file`` manifest,
+``{"do": "measure_pass", "repeat": n}``. Without ``node`` a step acts on every lab node; waits
+also take ``"timeout"?: s``. Each kind is a frozen dataclass of those fields (``steps.REGISTRY``):
+an unknown kind or field, a missing field or a value of the wrong type fails the run before it
+boots, naming the step's index, kind and field.
+Cluster mode adds (``steps_cluster.py``): ``{"do": "apply", "file": NAME}`` (a ``--file`` manifest,
 created or replaced through the API), ``{"do": "delete", "kind"?, "name"}``, ``{"do": "get",
 "kind"?, "name"}``, ``{"do": "wait_policy", "name", "condition"?: "Ready", "status"?: "True",
 "message_contains"?}`` (for the policy's current generation), ``{"do": "wait_gone", "name"}``,
