@@ -31,10 +31,21 @@ def apply(lab: Lab, step: Apply) -> list[str]:
 
 
 @dataclass(frozen=True)
-class Delete:
+class ApiObject:
+    """The fields that name an object (what ``get``, ``delete`` and ``wait_gone`` act on)."""
+
     name: str
     kind: str = "IPsecPolicy"
     namespace: str | None = None
+
+    @property
+    def path(self) -> str:
+        return object_path(self.kind, self.name, self.namespace)
+
+
+@dataclass(frozen=True)
+class Delete(ApiObject):
+    pass
 
 
 def delete(lab: Lab, step: Delete) -> str:
@@ -43,15 +54,13 @@ def delete(lab: Lab, step: Delete) -> str:
 
 
 @dataclass(frozen=True)
-class Get:
-    name: str
-    kind: str = "IPsecPolicy"
-    namespace: str | None = None
+class Get(ApiObject):
+    pass
 
 
 def get(lab: Lab, step: Get) -> Any:
     """The object as served (None if absent)."""
-    return lab.require_cluster().api.get_or_none(object_path(step.kind, step.name, step.namespace))
+    return lab.require_cluster().api.get_or_none(step.path)
 
 
 @dataclass(frozen=True)
@@ -91,17 +100,14 @@ def wait_policy(lab: Lab, step: WaitPolicy) -> dict[str, Any]:
 
 
 @dataclass(frozen=True)
-class WaitGone:
-    name: str
-    kind: str = "IPsecPolicy"
-    namespace: str | None = None
+class WaitGone(ApiObject):
     timeout: float = 60
 
 
 def wait_gone(lab: Lab, step: WaitGone) -> float:
     """Until the API answers 404 for the object."""
     api = lab.require_cluster().api
-    path = object_path(step.kind, step.name, step.namespace)
+    path = step.path
     started = time.time()
     deadline = started + step.timeout
     while time.time() < deadline:

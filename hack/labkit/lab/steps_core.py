@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import subprocess
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -55,11 +56,8 @@ class RestartCharon:
 
 
 def restart_charon(lab: Lab, step: RestartCharon) -> None:
-    sig = signal.Signals["SIG" + step.signal]
     for host in lab.network.targets(step.node):
-        assert host.charon is not None
-        host.charon.send_signal(sig)
-        host.charon.wait(timeout=30)
+        stop(host.charon, step.signal)
         time.sleep(step.down_seconds)
         lab.start_charon(host)
 
@@ -71,11 +69,15 @@ class KillAgent:
 
 
 def kill_agent(lab: Lab, step: KillAgent) -> None:
-    sig = signal.Signals["SIG" + step.signal]
     for host in lab.network.targets(step.node):
-        assert host.agent is not None
-        host.agent.send_signal(sig)
-        host.agent.wait(timeout=30)
+        stop(host.agent, step.signal)
+
+
+def stop(process: subprocess.Popen[bytes] | None, signal_name: str) -> None:
+    """Send a process the signal (``TERM``, ``KILL``, ...) and wait until it exited."""
+    assert process is not None
+    process.send_signal(signal.Signals["SIG" + signal_name])
+    process.wait(timeout=30)
 
 
 @dataclass(frozen=True)
