@@ -1,6 +1,6 @@
 """`strongmesh validate` and hack/make-certs run as processes (the console script the package
-installs, the script the README tells users to run). The in-process tests of validate:
-tests/unit/test_cli_validate.py."""
+installs, the script the README tells users to run), make-certs' issuer Secrets included. The
+in-process tests of validate: tests/unit/test_cli_validate.py."""
 
 from __future__ import annotations
 
@@ -10,9 +10,11 @@ from pathlib import Path
 
 import pytest
 
+from controller.manifests import find_secret, load_documents
 from controller.models import CertificateExpiry
 from controller.validation import validate_credentials
 from tests.unit.test_cli_validate import BAD, EXAMPLES, ROOT, run
+from tests.unit.test_lab_cluster_pure import valid_issuer_subject
 
 
 def test_console_script_runs_validate() -> None:
@@ -80,3 +82,16 @@ def test_make_certs_output_validates(capsys: pytest.CaptureFixture[str], tmp_pat
     policy.write_text((EXAMPLES / "policy-optional.yaml").read_text())
     status, lines = run(capsys, "-f", str(policy), "-f", str(secret))
     assert (status, lines) == (0, [])
+
+
+def test_make_certs_issuer_secret_is_a_valid_issuer(tmp_path: Path) -> None:
+    """``hack/make-certs --issuer-secret-out`` writes (0600) an issuer Secret the operator
+    accepts, as the identity lab tests' example holds one."""
+    out = tmp_path / "issuer.yaml"
+    subprocess.run([sys.executable, str(ROOT / "hack" / "make-certs"), "--out",
+                    str(tmp_path / "certs"), "--key-type", "ecdsa", "--ca-cn", "Made CA",
+                    "--issuer-secret-out", str(out)], check=True, capture_output=True)
+    assert oct(out.stat().st_mode & 0o777) == "0o600"
+    secret = find_secret(load_documents(str(out)), "mesh-ca", "strongmesh-system")
+    assert secret is not None
+    assert valid_issuer_subject(secret) == "C=US, O=strongmesh, CN=Made CA"

@@ -1,8 +1,14 @@
 """The kernel lab behind ``hack/lab``: user-mode-linux, a switch, lab nodes, probes, a report.
 
 ``host`` runs on the machine (boots the kernel, cleans up, builds the report); ``inside`` runs
-as PID 1 inside user-mode-linux and imports only the standard library, because every import
-there goes through hostfs and is slow. ``pcap`` and ``report`` are pure and unit-tested.
+as PID 1 inside user-mode-linux and imports only the standard library (and the pure
+``controller.ownership``), because every import there goes through hostfs and is slow. Inside,
+by responsibility: ``boot`` (filesystems, modules), ``netns``, ``topology`` (names and
+addresses) and ``network`` (hosts, switch, pods), ``processes`` (capture, charon, agent),
+``probes`` (rounds, streams), ``xfrm`` and ``charon_view`` (what kernels and charons hold),
+``status`` (readiness), ``cluster`` and ``static`` (modes), and the scenario steps: ``steps``
+(the registry: each kind's record and handler) and their families ``steps_*``. ``pcap`` and
+``report`` are pure and unit-tested.
 
 Inside, in order: filesystems, modules, switch ``sw0`` with ``node-1..N`` (10.77.0.i/24) and
 ``bystander`` (10.77.0.200) as network namespaces, with ``--pods`` (``LabOptions.pods``) the
@@ -45,7 +51,8 @@ between the hosts' *carriers* in the probe's window: a node or the bystander car
 pod host its node (``hosts`` in the report), so tunnelled pod traffic counts as ``esp`` only
 with ESP between the two nodes; a pod and its own node never cross the switch (``none``).
 
-Scenario steps (``hack/lab run --steps FILE``, a JSON list; tests pass them directly):
+Scenario steps (``hack/lab run --steps FILE``, a JSON list; tests pass them directly; the
+basics are in ``steps_core.py``):
 ``{"do": "probe", "label": L, "timeout": s}``, ``{"do": "flush_xfrm", "what":
 "policy|state|all", "node"?}``, ``{"do": "restart_charon", "node"?, "signal"?: "TERM"}``,
 ``{"do": "kill_agent", "node"?, "signal"?: "KILL"}``, ``{"do": "start_agent", "node"?}``,
@@ -56,20 +63,25 @@ between every node pair), ``{"do": "wait_one_sa_per_peer", "nodes"?: [...]}`` (e
 state each way per pair of those nodes, none with a node outside them), ``{"do": "wait_status",
 "error_contains": TEXT, "node"?}``, ``{"do": "snapshot", "label": L}`` (xfrm states and
 statuses), ``{"do": "sleep", "seconds": s}``, ``{"do": "measure_agents", "seconds": s}``,
-``{"do": "measure_pass", "repeat": n}``. Without ``node`` a step acts on every lab node.
-Cluster mode adds (``cluster.py``): ``{"do": "apply", "file": NAME}`` (a ``--file`` manifest,
-created or replaced through the API), ``{"do": "delete", "kind"?, "name"}``, ``{"do": "get",
-"kind"?, "name"}``, ``{"do": "wait_policy", "name", "condition"?: "Ready", "status"?: "True",
-"message_contains"?}`` (for the policy's current generation), ``{"do": "wait_gone", "name"}``,
-``{"do": "kubectl", "args": [...], "label"?}``, ``{"do": "label_node", "node", "labels"}`` (a
-merge patch of the Node's labels), ``{"do": "owned_policies"}`` (xfrm policies in
-strongmesh's priority bands, per node), ``{"do": "wait_certificates", "policy",
-"issuer_contains", "subject"?}`` (until every node's IPsecNode names, for that policy, a
-certificate from that issuer; ``subject`` e.g. ``"O=strongmesh, CN={node}"``); ``wait_status``
-and ``snapshot`` read IPsecNodes. In cluster mode each agent keeps its node's key and issued
-certificates (issuer mode) in ``<state dir>/identity`` (``--identity-dir``).
+``{"do": "measure_pass", "repeat": n}``. Without ``node`` a step acts on every lab node; waits
+also take ``"timeout"?: s``. Each kind is a frozen dataclass (every field and default in its
+module; ``steps.REGISTRY`` maps each ``"do"`` to it and its handler): an unknown kind or field,
+a missing field or a value of the wrong type fails the run before it boots, naming the step's
+index, kind and field. Cluster mode adds (``steps_cluster.py``): ``{"do": "apply", "file":
+NAME}`` (a ``--file`` manifest, created or replaced through the API), ``{"do": "delete",
+"kind"?, "name"}``, ``{"do": "get", "kind"?, "name"}``, ``{"do": "wait_policy", "name",
+"condition"?: "Ready", "status"?: "True", "message_contains"?}`` (for the policy's current
+generation), ``{"do": "wait_gone", "name"}``, ``{"do": "kubectl", "args": [...], "label"?}``,
+``{"do": "label_node", "node", "labels"}`` (a merge patch of the Node's labels),
+``{"do": "owned_policies"}`` (xfrm policies in strongmesh's priority bands, per node),
+``{"do": "wait_certificates", "policy", "issuer_contains", "subject"?}`` (until every node's
+IPsecNode names, for that policy, a certificate from that issuer; ``subject`` e.g.
+``"O=strongmesh, CN={node}"``); ``wait_status`` and ``snapshot`` read IPsecNodes. In cluster
+mode each agent keeps its node's key and issued certificates (issuer mode) in ``<state
+dir>/identity`` (``--identity-dir``).
 
-Identities and trust: ``{"do": "start_stream", "label": L, "interval"?: 0.25, "nodes"?}``
+Identities and trust (``steps_identity.py``):
+``{"do": "start_stream", "label": L, "interval"?: 0.25, "nodes"?}``
 sends in the background, until ``{"do": "stop_stream", "label": L, "grace"?: 2}``, every
 ``interval`` s one fresh datagram per ordered pair of nodes, each with a token of its own and
 sent exactly once (port 7778; each records the step running when it was sent); the report's

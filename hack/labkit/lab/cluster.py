@@ -21,13 +21,13 @@ are immutable once set; with ``--pods`` that is where the node's pod host lives)
 YAML) and are applied like ``kubectl apply`` would: create, or replace the existing object
 keeping its resourceVersion.
 
-``ClusterMode`` is mixed into ``inside.Lab``; its ``step_*`` methods are scenario steps.
+``Cluster`` is what ``inside.Lab`` holds in cluster mode; the scenario steps that use it are
+in ``steps_cluster``.
 """
 
 from __future__ import annotations
 
 import base64
-import contextlib
 import http.client
 import json
 import os
@@ -38,10 +38,15 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from hack.labkit.lab.netns import bridge_port
+from hack.labkit.lab.network import Host
+from hack.labkit.lab.shell import sh
+from hack.labkit.lab.topology import node_address, node_name, node_pod_cidr
+from hack.labkit.lab.xfrm import esp_states
+
 MGMT_BRIDGE = "mgmt0"
 UPLINK = "vec0"  # UML's vector network device on the host's tap (clusterhost.py)
 GROUP_VERSION = "strongmesh.io/v1alpha1"
-POD_NET = "10.244"  # lab node i owns POD_NET.i.0/24
 
 # kind -> (API path prefix, plural, namespaced)
 KINDS: dict[str, tuple[str, str, bool]] = {
@@ -69,36 +74,26 @@ def object_path(kind: str, name: str | None = None, namespace: str | None = None
     return path if name is None else f"{path}/{name}"
 
 
-def node_pod_cidr(index: int) -> str:
-    """The pod CIDR lab node ``index`` owns (with pods, its pod host ``node-i-pod`` lives
-    there: ``inside.pod_network_commands``)."""
-    return f"{POD_NET}.{index}.0/24"
-
-
 def node_object(index: int, count: int) -> dict[str, Any]:
     """The Node of lab node ``index`` (1-based) of ``count``: labels, pod CIDR, InternalIP."""
+    name = node_name(index)
     return {
         "apiVersion": "v1",
         "kind": "Node",
         "metadata": {
-            "name": f"node-{index}",
+            "name": name,
             "labels": {
                 "strongmesh.io/lab-index": str(index),
                 "lab.strongmesh.io/group": "b" if index == count and count > 1 else "a",
-                "kubernetes.io/hostname": f"node-{index}",
+                "kubernetes.io/hostname": name,
             },
         },
         "spec": {"podCIDR": node_pod_cidr(index), "podCIDRs": [node_pod_cidr(index)]},
         "status": {"addresses": [
-            {"type": "InternalIP", "address": f"10.77.0.{index}"},
-            {"type": "Hostname", "address": f"node-{index}"},
+            {"type": "InternalIP", "address": node_address(index)},
+            {"type": "Hostname", "address": name},
         ]},
     }
-
-
-def identity_dir(state_dir: str) -> str:
-    """Where a lab node's agent keeps its key and certificates (``--identity-dir``)."""
-    return f"{state_dir}/identity"
 
 
 def secret_text(secret: Mapping[str, Any], key: str) -> str:
@@ -227,20 +222,17 @@ class Api:
         self.request("DELETE", object_path(kind, name, namespace))
 
 
-class ClusterMode:
-    """Cluster-mode parts of ``inside.Lab`` (a mixin: uses the Lab's hosts and config)."""
+class Cluster:
+    """Cluster mode inside the lab: the management network to the host's API server, the
+    agents started against it, readiness and statuses as the API serves them, and what it
+    serves at the end. The scenario's cluster steps are in ``steps_cluster``."""
 
-    # provided by inside.Lab
-    config: dict[str, Any]
-    results: dict[str, Any]
-    nodes: list[Any]
-    start_agent: Callable[[Any], None]
-
-    _api: Api | None = None
-
-    @property
-    def cluster(self) -> bool:
-        return bool(self.config.get("mode") == "cluster")
+    def __init__(self, config: Mapping[str, Any], results: dict[str, Any],
+                 nodes: Sequence[Host]) -> None:
+        self.config = config
+        self.results = results
+        self.nodes = nodes
+        self._api: Api | None = None
 
     @property
     def api(self) -> Api:
@@ -260,17 +252,13 @@ class ClusterMode:
 
     # ------------------------------------------------------------ start-up
     def build_management_network(self) -> None:
-        run("ip", "link", "add", MGMT_BRIDGE, "type", "bridge")
-        run("ip", "link", "set", UPLINK, "master", MGMT_BRIDGE, "up")
-        run("ip", "addr", "add", f"{self.mgmt_prefix}.253/24", "dev", MGMT_BRIDGE)
-        run("ip", "link", "set", MGMT_BRIDGE, "up")
+        sh("ip", "link", "add", MGMT_BRIDGE, "type", "bridge")
+        sh("ip", "link", "set", UPLINK, "master", MGMT_BRIDGE, "up")
+        sh("ip", "addr", "add", f"{self.mgmt_prefix}.253/24", "dev", MGMT_BRIDGE)
+        sh("ip", "link", "set", MGMT_BRIDGE, "up")
         for index, host in enumerate(self.nodes, start=1):
-            run("ip", "link", "add", f"m-{host.name}", "type", "veth", "peer", "name", "mgmt",
-                "netns", host.name)
-            run("ip", "link", "set", f"m-{host.name}", "master", MGMT_BRIDGE, "up")
-            run("ip", "-n", host.name, "addr", "add", f"{self.mgmt_prefix}.{index}/24", "dev",
-                "mgmt")
-            run("ip", "-n", host.name, "link", "set", "mgmt", "up")
+            bridge_port(MGMT_BRIDGE, host.name, f"m-{host.name}", "mgmt",
+                        f"{self.mgmt_prefix}.{index}/24")
         self.wait_api(30.0)
 
     def wait_api(self, timeout: float) -> None:
@@ -305,24 +293,14 @@ class ClusterMode:
         if self.api.get_or_none(object_path("Namespace", name)) is None:
             self.api.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
 
-    def agent_input_args(self, host: Any) -> list[str]:
-        """How an agent gets its inputs: the API (cluster, as its node's identity) or the
-        shared policy file."""
-        if self.cluster:
-            # issuer mode: the node's own key and certificates, in its state directory
-            return ["--kubeconfig", str(self.config["api"]["agent_kubeconfigs"][host.name]),
-                    "--identity-dir", identity_dir(host.state_dir)]
-        return ["--policy-file", str(getattr(self, "policy_file")),  # noqa: B009
-                "--status-file", host.status_file]
-
-    def start_cluster(self) -> None:
+    def start(self, start_agent: Callable[[Host], None]) -> None:
         """Management network to the host's API server, agents, then the policy file (the
         Nodes and the operator are there already: the host started them)."""
         self.build_management_network()
         self.mark_event("api reachable")
         self.ensure_namespace("strongmesh-system")
         for host in self.nodes:
-            self.start_agent(host)
+            start_agent(host)
         self.wait_ipsecnodes(float(self.config.get("ready_timeout", 120)))
         self.mark_event("agents up")
         self.results["applied"] = self.apply_documents(self.manifests("policy.yaml"))
@@ -332,7 +310,6 @@ class ClusterMode:
         measured from the policy's creation is the system's, not the agents' start-up."""
         deadline = time.time() + timeout
         while time.time() < deadline:
-            self.check_control_plane()
             items = self.api.get(object_path("IPsecNode")).get("items", [])
             if {o["metadata"]["name"] for o in items} >= {h.name for h in self.nodes}:
                 return
@@ -342,7 +319,7 @@ class ClusterMode:
             time.sleep(0.2)
         raise RuntimeError(f"not every agent wrote its IPsecNode within {timeout} s")
 
-    def refresh_cluster(self, timeout: float = 10.0) -> bool:
+    def refresh(self, timeout: float = 10.0) -> bool:
         """Ask every running agent for a pass (SIGHUP), then wait until the API agrees with
         the kernels: an IPsecNode is rewritten only when something changed, so there is no
         write to wait for; instead each node's ``establishedSAs`` must match its ESP states
@@ -365,14 +342,13 @@ class ClusterMode:
         return False
 
     def api_agrees_with_kernels(self) -> bool:
-        states = getattr(self, "xfrm_states")  # noqa: B009 - provided by inside.Lab
         items = self.api.get(object_path("IPsecNode")).get("items", [])
         reported = {
             o["metadata"]["name"]: int((o.get("status") or {}).get("establishedSAs", 0))
             for o in items
         }
         for host in self.nodes:
-            if reported.get(host.name, 0) * 2 != len(states(host)):
+            if reported.get(host.name, 0) * 2 != len(esp_states(host)):
                 return False
         policies = self.api.get(object_path("IPsecPolicy")).get("items", [])
         aggregated = sum(
@@ -395,11 +371,8 @@ class ClusterMode:
                 return False
         return True
 
-    def check_control_plane(self) -> None:
-        """The control plane runs on the host, which reports an operator that died; here only
-        whether the API still answers matters, and every caller's API call tells that."""
-
-    def cluster_status(self, name: str) -> dict[str, Any] | None:
+    def node_status(self, name: str) -> dict[str, Any] | None:
+        """A node's IPsecNode in the shape of a status file (None: not served)."""
         try:
             obj = self.api.get_or_none(object_path("IPsecNode", name))
         except (OSError, ApiError):
@@ -421,7 +394,7 @@ class ClusterMode:
         return {"command": " ".join(["kubectl", *args]), "exit": result.returncode,
                 "stdout": result.stdout, "stderr": result.stderr}
 
-    def collect_cluster(self) -> None:
+    def collect(self) -> None:
         """What the API serves at the end: policy statuses and kubectl's views of them."""
         try:
             statuses = self.policy_statuses()
@@ -435,100 +408,6 @@ class ClusterMode:
             outputs[f"yaml {name}"] = self.kubectl("get", "ipsecpolicy", name, "-o", "yaml")
         outputs["ipsecnodes"] = self.kubectl("get", "ipsecnodes", "-o", "wide")
 
-    # --------------------------------------------------------------- steps
-    def step_apply(self, step: dict[str, Any]) -> list[str]:
-        """``{"do": "apply", "file": NAME}``: apply a manifest file (``--file NAME=PATH``)."""
-        return self.apply_documents(self.manifests(step["file"]))
-
-    def step_delete(self, step: dict[str, Any]) -> str:
-        """``{"do": "delete", "kind": K, "name": N, "namespace"?: NS}``."""
-        self.api.delete(step.get("kind", "IPsecPolicy"), step["name"], step.get("namespace"))
-        return f"{step.get('kind', 'IPsecPolicy')}/{step['name']} deleted"
-
-    def step_get(self, step: dict[str, Any]) -> Any:
-        """``{"do": "get", "kind": K, "name": N}``: the object as served (None if absent)."""
-        return self.api.get_or_none(
-            object_path(step.get("kind", "IPsecPolicy"), step["name"], step.get("namespace"))
-        )
-
-    def step_wait_policy(self, step: dict[str, Any]) -> dict[str, Any]:
-        """Wait until a policy's condition has a status (and message text) for its current
-        generation: ``{"do": "wait_policy", "name": N, "condition": "Ready", "status":
-        "True", "message_contains"?: T, "timeout"?: s}``. Returns the object's status."""
-        name = step["name"]
-        type_ = step.get("condition", "Ready")
-        want = step.get("status", "True")
-        needle = step.get("message_contains")
-        started = time.time()
-        deadline = started + float(step.get("timeout", 60))
-        last: Any = None
-        while time.time() < deadline:
-            last = self.api.get_or_none(object_path("IPsecPolicy", name))
-            status = (last or {}).get("status") or {}
-            cond = condition(last, type_)
-            if (
-                last is not None
-                and status.get("observedGeneration") == last["metadata"].get("generation")
-                and cond is not None
-                and cond.get("status") == want
-                and (needle is None or needle in str(cond.get("message", "")))
-            ):
-                return {"seconds": round(time.time() - started, 3), "status": status,
-                        "generation": last["metadata"].get("generation")}
-            time.sleep(0.2)
-        raise RuntimeError(f"{name}: {type_} never became {want} ({needle or ''}); last "
-                           f"status: {json.dumps((last or {}).get('status'))[:600]}")
-
-    def step_wait_gone(self, step: dict[str, Any]) -> float:
-        """``{"do": "wait_gone", "kind"?: K, "name": N}``: until the API answers 404."""
-        path = object_path(step.get("kind", "IPsecPolicy"), step["name"], step.get("namespace"))
-        started = time.time()
-        deadline = started + float(step.get("timeout", 60))
-        while time.time() < deadline:
-            if self.api.get_or_none(path) is None:
-                return round(time.time() - started, 3)
-            time.sleep(0.2)
-        raise RuntimeError(f"{path} still exists after {step.get('timeout', 60)} s")
-
-    def step_kubectl(self, step: dict[str, Any]) -> dict[str, Any]:
-        """``{"do": "kubectl", "args": [...], "label": L}``: output kept in ``kubectl[L]``."""
-        result = self.kubectl(*step["args"])
-        self.results.setdefault("kubectl", {})[step.get("label", " ".join(step["args"]))] = result
-        return result
-
-    def step_label_node(self, step: dict[str, Any]) -> str:
-        """``{"do": "label_node", "node": N, "labels": {key: value or null}}`` (a merge patch:
-        null removes the label), e.g. to take a node out of a policy's nodeSelector."""
-        self.api.request("PATCH", object_path("Node", step["node"]),
-                         {"metadata": {"labels": step["labels"]}}, "application/merge-patch+json")
-        return f"Node/{step['node']} labels {step['labels']}"
-
-    def step_wait_certificates(self, step: dict[str, Any]) -> dict[str, Any]:
-        """``{"do": "wait_certificates", "policy": P, "issuer_contains": T, "subject"?:
-        "O=strongmesh, CN={node}", "timeout"?: s}``: until every lab node's IPsecNode says it
-        uses, for policy P, a certificate whose issuer contains T (and, with ``subject``, whose
-        subject is that, ``{node}`` the node's name). Returns the seconds and the certificates."""
-        policy, needle = step["policy"], step["issuer_contains"]
-        subject = step.get("subject")
-        started = time.time()
-        deadline = started + float(step.get("timeout", 60))
-        certificates: dict[str, dict[str, Any] | None] = {}
-        while time.time() < deadline:
-            with contextlib.suppress(OSError, ApiError):
-                items = self.api.get(object_path("IPsecNode")).get("items", [])
-                certificates = policy_certificates(items, policy)
-            waiting = [h.name for h in self.nodes
-                       if not (cert := certificates.get(h.name))
-                       or needle not in str(cert.get("issuer", ""))
-                       or (subject is not None
-                           and cert.get("subject") != subject.format(node=h.name))]
-            if not waiting:
-                return {"seconds": round(time.time() - started, 3),
-                        "certificates": certificates}
-            time.sleep(0.2)
-        raise RuntimeError(f"certificates of {policy} not issued by {needle!r} on every node "
-                           f"within {step.get('timeout', 60)} s: {certificates}")
-
     def issuer_secret(self, reference: str) -> dict[str, Any]:
         """The issuer Secret ``namespace/name`` as the API serves it (read as the admin)."""
         namespace, _, name = reference.partition("/")
@@ -536,15 +415,3 @@ class ClusterMode:
         if secret is None:
             raise RuntimeError(f"no Secret {reference}")
         return dict(secret)
-
-    def step_owned_policies(self, step: dict[str, Any]) -> dict[str, int]:
-        """``{"do": "owned_policies"}``: each node's count of xfrm policies in our bands."""
-        counter = getattr(self, "owned_policies")  # noqa: B009 - provided by inside.Lab
-        return {h.name: int(counter(h)) for h in self.nodes}
-
-
-def run(*argv: str) -> str:
-    result = subprocess.run(argv, capture_output=True, text=True, check=False)
-    if result.returncode != 0:
-        raise RuntimeError(f"{' '.join(argv)}: {result.stderr.strip() or result.returncode}")
-    return result.stdout

@@ -26,14 +26,15 @@ from typing import Any
 import yaml
 
 from hack.labkit.lab import report as reporting
-from hack.labkit.lab.cluster import node_pod_cidr
 from hack.labkit.lab.pcap import read_pcap
+from hack.labkit.lab.steps import StepError, parse_steps
+from hack.labkit.lab.steps_identity import IMPOSTOR_PORT
+from hack.labkit.lab.topology import node_pod_cidr
 
 PROJECT = Path(__file__).resolve().parents[3]
 INSIDE = Path(__file__).resolve().with_name("inside.py")
 UML = "linux.uml"
 DEFAULT_POLICY = PROJECT / "examples" / "policy.yaml"
-IMPOSTOR_PORT = 5000  # the impostor step's IKE port (inside.step_impostor's default)
 
 
 @dataclass
@@ -175,13 +176,12 @@ def _kill_group(proc: subprocess.Popen[bytes]) -> None:
 
 def run_lab(options: LabOptions) -> dict[str, Any]:
     """Boot the lab, run it, return the report (raises LabError if the lab itself failed)."""
+    try:  # before anything starts: a typo in a scenario costs no boot
+        parse_steps(options.steps)
+    except StepError as exc:
+        raise LabError(f"{exc} (see hack/labkit/lab/__init__.py)") from None
     if shutil.which(UML) is None:
         raise LabError(f"{UML} not found: install user-mode-linux (hack/install-system-deps)")
-    from hack.labkit.lab.inside import Lab
-
-    unknown = [s.get("do") for s in options.steps if not hasattr(Lab, f"step_{s.get('do')}")]
-    if unknown:
-        raise LabError(f"unknown scenario steps: {unknown} (see hack/labkit/lab/__init__.py)")
     workdir = Path(tempfile.mkdtemp(prefix="strongmesh-lab-"))
     try:
         with contextlib.ExitStack() as stack:

@@ -1,6 +1,6 @@
 """The lab's MTU drill: the largest packet that crosses ESP whole.
 
-Standard library only: mixed into ``inside.Lab``, which runs as PID 1 inside user-mode-linux.
+Standard library only: it runs in the lab's PID 1 inside user-mode-linux.
 
 ``{"do": "mtu", "label": L, "pairs": [[SRC, DST], ...], "sizes": [N, ...], "timeout"?: T}``:
 for every pair, a UDP datagram of every size (the whole IPv4 packet, N bytes) is sent with the
@@ -20,9 +20,13 @@ import os
 import select
 import socket
 import time
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
-from hack.labkit.lab.steps_ops import PROBE_PORT
+from hack.labkit.lab.probes import PROBE_PORT, Sockets
+
+if TYPE_CHECKING:
+    from hack.labkit.lab.inside import Lab
 
 IP_MTU_DISCOVER = 10  # <linux/in.h>
 IP_PMTUDISC_PROBE = 3
@@ -30,79 +34,78 @@ IPV4_UDP_HEADERS = 28
 RESEND_SECONDS = 0.3
 
 
-class MtuSteps:
-    """The ``mtu`` step (needs ``senders``, ``receivers``, ``host``, ``results``)."""
+@dataclass(frozen=True)
+class Mtu:
+    pairs: tuple[tuple[str, str], ...]  # (source host, destination host)
+    sizes: tuple[int, ...]  # whole IPv4 packets, bytes
+    label: str = "mtu"
+    timeout: float = 10
 
-    senders: dict[str, socket.socket]
-    receivers: dict[str, socket.socket]
-    results: dict[str, Any]
 
-    def host(self, name: str) -> Any:
-        raise NotImplementedError
+def mtu(lab: Lab, step: Mtu) -> dict[str, Any]:
+    sockets = lab.sockets
+    addresses = {h.name: h.address for h in lab.network.hosts}
+    sizes = sorted(step.sizes)
+    nonce = os.urandom(3).hex()
+    pending: dict[bytes, dict[str, Any]] = {}
+    rows = []
+    for src, dst in step.pairs:
+        row: dict[str, Any] = {"src": src, "dst": dst, "sizes": {}}
+        for size in sizes:
+            token = f"SMMTU:{step.label}:{src}:{dst}:{size}:{nonce}:".encode()
+            payload = token.ljust(size - IPV4_UDP_HEADERS, b"x")
+            record = {"delivered": False, "attempts": 0, "errors": []}
+            row["sizes"][str(size)] = record
+            pending[payload[: len(token)]] = {"row": row, "record": record, "payload": payload,
+                                              "address": addresses[dst]}
+        rows.append(row)
+    started = time.time()
+    saved = {}
+    for src, _ in step.pairs:
+        sock = sockets.senders[src]
+        saved[src] = sock.getsockopt(socket.IPPROTO_IP, IP_MTU_DISCOVER)
+        sock.setsockopt(socket.IPPROTO_IP, IP_MTU_DISCOVER, IP_PMTUDISC_PROBE)
+    try:
+        next_send = started
+        while time.time() - started < step.timeout and any(
+                not p["record"]["delivered"] for p in pending.values()):
+            if time.time() >= next_send:
+                for item in pending.values():
+                    _send(sockets, item)
+                next_send = time.time() + RESEND_SECONDS
+            _collect(sockets, pending, max(0.0, next_send - time.time()))
+        _collect(sockets, pending, 0.5)  # datagrams still on their way
+    finally:
+        for src, value in saved.items():
+            sockets.senders[src].setsockopt(socket.IPPROTO_IP, IP_MTU_DISCOVER, value)
+    for row in rows:
+        delivered = [int(s) for s, r in row["sizes"].items() if r["delivered"]]
+        row["largest_delivered"] = max(delivered, default=None)
+    return {"label": step.label, "started": started, "ended": time.time(), "pairs": rows}
 
-    def step_mtu(self, step: dict[str, Any]) -> dict[str, Any]:
-        label = str(step.get("label", "mtu"))
-        sizes = sorted(int(s) for s in step["sizes"])
-        timeout = float(step.get("timeout", 10))
-        nonce = os.urandom(3).hex()
-        pending: dict[bytes, dict[str, Any]] = {}
-        rows = []
-        for src, dst in step["pairs"]:
-            row: dict[str, Any] = {"src": src, "dst": dst, "sizes": {}}
-            for size in sizes:
-                token = f"SMMTU:{label}:{src}:{dst}:{size}:{nonce}:".encode()
-                payload = token.ljust(size - IPV4_UDP_HEADERS, b"x")
-                record = {"delivered": False, "attempts": 0, "errors": []}
-                row["sizes"][str(size)] = record
-                pending[payload[: len(token)]] = {"row": row, "record": record,
-                                                  "payload": payload}
-            rows.append(row)
-        started = time.time()
-        saved = {}
-        for src, _ in step["pairs"]:
-            sock = self.senders[src]
-            saved[src] = sock.getsockopt(socket.IPPROTO_IP, IP_MTU_DISCOVER)
-            sock.setsockopt(socket.IPPROTO_IP, IP_MTU_DISCOVER, IP_PMTUDISC_PROBE)
-        try:
-            next_send = started
-            while time.time() - started < timeout and any(
-                    not p["record"]["delivered"] for p in pending.values()):
-                if time.time() >= next_send:
-                    for item in pending.values():
-                        self._send(item)
-                    next_send = time.time() + RESEND_SECONDS
-                self._collect(pending, max(0.0, next_send - time.time()))
-            self._collect(pending, 0.5)  # datagrams still on their way
-        finally:
-            for src, value in saved.items():
-                self.senders[src].setsockopt(socket.IPPROTO_IP, IP_MTU_DISCOVER, value)
-        for row in rows:
-            delivered = [int(s) for s, r in row["sizes"].items() if r["delivered"]]
-            row["largest_delivered"] = max(delivered, default=None)
-        return {"label": label, "started": started, "ended": time.time(), "pairs": rows}
 
-    def _send(self, item: dict[str, Any]) -> None:
-        record, row = item["record"], item["row"]
-        if record["delivered"]:
-            return
-        record["attempts"] += 1
-        try:
-            self.senders[row["src"]].sendto(item["payload"],
-                                            (self.host(row["dst"]).address, PROBE_PORT))
-        except OSError as exc:  # EMSGSIZE: the sender knows it cannot go whole
-            if len(record["errors"]) < 3:
-                record["errors"].append(f"{type(exc).__name__}: {exc}")
+def _send(sockets: Sockets, item: dict[str, Any]) -> None:
+    record, row = item["record"], item["row"]
+    if record["delivered"]:
+        return
+    record["attempts"] += 1
+    try:
+        sockets.senders[row["src"]].sendto(item["payload"], (item["address"], PROBE_PORT))
+    except OSError as exc:  # EMSGSIZE: the sender knows it cannot go whole
+        if len(record["errors"]) < 3:
+            record["errors"].append(f"{type(exc).__name__}: {exc}")
 
-    def _collect(self, pending: dict[bytes, dict[str, Any]], wait: float) -> None:
-        receivers = {self.receivers[name].fileno(): name for name in
-                     {p["row"]["dst"] for p in pending.values()}}
-        ready, _, _ = select.select(list(receivers), [], [], wait)
-        for fd in ready:
-            name = receivers[fd]
-            with contextlib.suppress(BlockingIOError):
-                while True:
-                    data, _ = self.receivers[name].recvfrom(65535)
-                    for token, item in pending.items():
-                        if (data.startswith(token) and item["row"]["dst"] == name
-                                and len(data) == len(item["payload"])):
-                            item["record"]["delivered"] = True
+
+def _collect(sockets: Sockets, pending: dict[bytes, dict[str, Any]], wait: float) -> None:
+    receivers = {sockets.receivers[name].fileno(): name for name in
+                 {p["row"]["dst"] for p in pending.values()}}
+    ready, _, _ = select.select(list(receivers), [], [], wait)
+    for fd in ready:
+        name = receivers[fd]
+        with contextlib.suppress(BlockingIOError):
+            while True:
+                data, _ = sockets.receivers[name].recvfrom(65535)
+                for token, item in pending.items():
+                    if (data.startswith(token) and item["row"]["dst"] == name
+                            and len(data) == len(item["payload"])):
+                        item["record"]["delivered"] = True

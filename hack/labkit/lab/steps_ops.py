@@ -1,7 +1,7 @@
 """Operations scenario steps of the kernel lab: metrics and gentle shutdown.
 
-Standard library only: mixed into ``inside.Lab``, which runs as PID 1 inside user-mode-linux
-(every import goes through hostfs). The steps only record; ``hack.labkit.lab.ops_report`` (pure,
+Standard library only: it runs in the lab's PID 1 inside user-mode-linux (every import goes
+through hostfs). The steps only record; ``hack.labkit.lab.ops_report`` (pure,
 host side) judges what they recorded together with the switch capture.
 
 ``{"do": "metrics", "node"?, "rekey"?: NODE}``: per node, ``swanctl --list-sas``, then a
@@ -36,11 +36,18 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
-AGENT_METRICS_PORT = 9476  # the chart's agent.metricsPort
-PROBE_PORT = 7777  # the lab's receivers (inside.PROBE_PORT)
+from hack.labkit.lab.network import Host
+from hack.labkit.lab.probes import PROBE_PORT
+from hack.labkit.lab.processes import AGENT_METRICS_PORT, python_env
+from hack.labkit.lab.xfrm import owned_policies
+
+if TYPE_CHECKING:
+    from hack.labkit.lab.inside import Lab
+
 WORKLOAD_INTERVAL = 0.2
 TOKEN_PREFIXES = (b"SMWORK:", b"SMAFTER:")
 
@@ -116,191 +123,200 @@ class _Receiver:
                             }
 
 
-class OpsSteps:
-    """Metrics and gentle-shutdown steps of ``inside.Lab`` (a mixin: uses the Lab's hosts)."""
+def scrape_metrics(node: Host) -> str:
+    out = _run("ip", "netns", "exec", node.name, "curl", "-sS", "--max-time", "5",
+               f"http://127.0.0.1:{AGENT_METRICS_PORT}/metrics")
+    if out.returncode != 0:
+        raise RuntimeError(f"curl on {node.name}: {out.stderr.strip() or out.returncode}")
+    return out.stdout
 
-    # provided by inside.Lab
-    config: dict[str, Any]
-    results: dict[str, Any]
-    nodes: list[Any]
-    receivers: dict[str, socket.socket]
-    senders: dict[str, socket.socket]
-    host: Callable[[str], Any]
-    start_charon: Callable[[Any], None]
-    owned_policies: Callable[[Any], int]
-    targets: Callable[[dict[str, Any]], list[str]]
 
-    # ------------------------------------------------------------- metrics
-    def scrape_metrics(self, node: Any) -> str:
-        out = _run("ip", "netns", "exec", node.name, "curl", "-sS", "--max-time", "5",
-                   f"http://127.0.0.1:{AGENT_METRICS_PORT}/metrics")
-        if out.returncode != 0:
-            raise RuntimeError(f"curl on {node.name}: {out.stderr.strip() or out.returncode}")
-        return out.stdout
+def list_sas_text(node: Host) -> str:
+    """``swanctl --list-sas`` as it prints it, run in the node."""
+    out = _run("ip", "netns", "exec", node.name, "swanctl", "--list-sas", "--uri", node.vici)
+    if out.returncode != 0:
+        raise RuntimeError(f"swanctl on {node.name}: {out.stderr.strip() or out.returncode}")
+    return out.stdout
 
-    def list_sas(self, node: Any) -> str:
-        out = _run("ip", "netns", "exec", node.name, "swanctl", "--list-sas", "--uri", node.vici)
-        if out.returncode != 0:
-            raise RuntimeError(f"swanctl on {node.name}: {out.stderr.strip() or out.returncode}")
-        return out.stdout
 
-    def step_metrics(self, step: dict[str, Any]) -> dict[str, Any]:
-        found: dict[str, Any] = {}
-        for name in self.targets(step):
-            node = self.host(name)
-            before = self.list_sas(node)
-            passes = pass_count(self.scrape_metrics(node))
-            if node.agent is not None and node.agent.poll() is None:
-                node.agent.send_signal(signal.SIGHUP)
-            deadline = time.time() + float(step.get("timeout", 20))
-            while True:
-                text = self.scrape_metrics(node)
-                now = pass_count(text)
-                if now is not None and (passes is None or now > passes):
-                    break
-                if time.time() > deadline:
-                    raise RuntimeError(f"no reconcile pass on {name} after SIGHUP")
-                time.sleep(0.1)
-            found[name] = {
-                "swanctl_before": before,
-                "metrics": text,
-                "swanctl": self.list_sas(node),
-                "passes_before": passes,
-                "passes": now,
-            }
-        if "rekey" in step:
-            found["rekey"] = self.rekey_and_count(self.host(step["rekey"]),
-                                                  float(step.get("timeout", 20)))
-        return found
+# ----------------------------------------------------------------------------- metrics
+@dataclass(frozen=True)
+class Metrics:
+    node: str | None = None
+    rekey: str | None = None  # a node whose SAs are rekeyed after the scrape
+    timeout: float = 20
 
-    def rekey_and_count(self, node: Any, timeout: float) -> dict[str, Any]:
-        """Rekey the node's IKE and CHILD_SAs with swanctl; wait until its agent counted both
-        (from charon's ``ike-rekey``/``child-rekey`` events, not from a pass)."""
-        listing = self.list_sas(node)
-        names = sorted(set(IKE_NAME.findall(listing)))
-        if not names:
-            raise RuntimeError(f"no established IKE_SA on {node.name} to rekey")
-        # swanctl rekeys every SA of a connection name; the node holds one connection per peer
-        expected = {"ike": len(IKE_NAME.findall(listing)),
-                    "child": len(CHILD_INSTALLED.findall(listing))}
-        before = {n.name: rekey_counts(self.scrape_metrics(n)) for n in self.nodes}
-        commands = []
-        for name in names:
-            for kind in ("child", "ike"):
-                out = _run("ip", "netns", "exec", node.name, "swanctl", "--rekey", f"--{kind}",
-                           name, "--uri", node.vici)
-                commands.append({"argv": f"swanctl --rekey --{kind} {name}",
-                                 "rc": out.returncode,
-                                 "output": (out.stdout + out.stderr)[-500:]})
-        deadline = time.time() + timeout
+
+def metrics(lab: Lab, step: Metrics) -> dict[str, Any]:
+    found: dict[str, Any] = {}
+    for node in lab.network.targets(step.node):
+        before = list_sas_text(node)
+        passes = pass_count(scrape_metrics(node))
+        if node.agent is not None and node.agent.poll() is None:
+            node.agent.send_signal(signal.SIGHUP)
+        deadline = time.time() + step.timeout
         while True:
-            after = {n.name: rekey_counts(self.scrape_metrics(n)) for n in self.nodes}
-            mine, was = after[node.name], before[node.name]
-            rekeyed = all(mine.get(k, 0) >= was.get(k, 0) + n for k, n in expected.items())
-            if rekeyed or time.time() > deadline:
-                break  # recorded as is: the test says what is missing
-            time.sleep(0.2)
-        return {"node": node.name, "swanctl": listing, "commands": commands, "before": before,
-                "after": after, "expected": expected, "rekeyed": rekeyed}
-
-    # ---------------------------------------------------- gentle shutdown
-    def step_gentle_shutdown(self, step: dict[str, Any]) -> dict[str, Any]:
-        node = self.host(step.get("node", self.nodes[0].name))
-        peer = self.host(step.get("peer", self.nodes[1].name))
-        label = str(step.get("label", "shutdown"))
-        seconds = float(step["workload_seconds"])
-        assert node.charon is not None, f"no charon on {node.name}"
-        times: dict[str, float | None] = dict.fromkeys(
-            ("workload_started", "drain_started", "workload_exited", "drain_returned",
-             "charon_stop_sent", "charon_exited", "after_sent"))
-        detail: dict[str, Any] = {
-            "label": label, "node": node.name, "peer": peer.name,
-            "src_address": node.address, "dst_address": peer.address,
-            "workload_seconds": seconds, "timeout": step.get("timeout"),
-            "times": times, "owned_policies_before": self.owned_policies(node),
+            text = scrape_metrics(node)
+            now = pass_count(text)
+            if now is not None and (passes is None or now > passes):
+                break
+            if time.time() > deadline:
+                raise RuntimeError(f"no reconcile pass on {node.name} after SIGHUP")
+            time.sleep(0.1)
+        found[node.name] = {
+            "swanctl_before": before,
+            "metrics": text,
+            "swanctl": list_sas_text(node),
+            "passes_before": passes,
+            "passes": now,
         }
-        with _Receiver({h.name: self.receivers[h.name] for h in self.nodes}) as receiver:
-            times["workload_started"] = time.time()
-            workload = subprocess.Popen(
-                ["ip", "netns", "exec", node.name, self.config["python"], "-S", "-c", WORKLOAD,
-                 peer.address, str(PROBE_PORT), str(seconds), label, str(WORKLOAD_INTERVAL)],
-                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-            )
-            output: dict[str, str] = {}
+    if step.rekey is not None:
+        found["rekey"] = rekey_and_count(lab.network.nodes, lab.network.host(step.rekey),
+                                         step.timeout)
+    return found
 
-            def reap() -> None:  # reaped at once, so that drain sees the pid vanish
-                output["stdout"], output["stderr"] = workload.communicate()
-                times["workload_exited"] = time.time()
 
-            reaper = threading.Thread(target=reap, daemon=True)
-            reaper.start()
-            detail["workload_pid"] = workload.pid
-            detail["recorded_timeout"] = self.recorded_timeout(node)
-            times["drain_started"] = time.time()
-            drain = self.run_drain(node, workload.pid, step.get("timeout"))
-            times["drain_returned"] = time.time()
-            detail["drain_rc"] = drain.returncode
-            detail["drain_log"] = drain.stderr[-2000:]
-            times["charon_stop_sent"] = time.time()
-            node.charon.send_signal(signal.SIGTERM)
-            node.charon.wait(timeout=30)
-            times["charon_exited"] = time.time()
-            detail["owned_policies_after_stop"] = self.owned_policies(node)
-            detail["esp_states_after_stop"] = _run(
-                "ip", "-n", node.name, "xfrm", "state").stdout.count("proto esp")
-            times["after_sent"] = time.time()
-            detail["after"] = self.send_after_stop(node, label)
-            reaper.join(seconds + 30)
-            time.sleep(1.0)  # the last datagrams arrive (or do not)
-        detail["sent"] = [
-            [int(seq), float(at), int(ok)]
-            for seq, at, ok in (line.split() for line in output.get("stdout", "").splitlines())
-        ]
-        detail["workload_stderr"] = output.get("stderr", "")[-1000:]
-        detail["received"] = receiver.received
-        if step.get("restart", True):
-            self.start_charon(node)
-            detail["restarted"] = True
-        return detail
+def rekey_and_count(nodes: list[Host], node: Host, timeout: float) -> dict[str, Any]:
+    """Rekey the node's IKE and CHILD_SAs with swanctl; wait until its agent counted both
+    (from charon's ``ike-rekey``/``child-rekey`` events, not from a pass)."""
+    listing = list_sas_text(node)
+    names = sorted(set(IKE_NAME.findall(listing)))
+    if not names:
+        raise RuntimeError(f"no established IKE_SA on {node.name} to rekey")
+    # swanctl rekeys every SA of a connection name; the node holds one connection per peer
+    expected = {"ike": len(IKE_NAME.findall(listing)),
+                "child": len(CHILD_INSTALLED.findall(listing))}
+    before = {n.name: rekey_counts(scrape_metrics(n)) for n in nodes}
+    commands = []
+    for name in names:
+        for kind in ("child", "ike"):
+            out = _run("ip", "netns", "exec", node.name, "swanctl", "--rekey", f"--{kind}",
+                       name, "--uri", node.vici)
+            commands.append({"argv": f"swanctl --rekey --{kind} {name}",
+                             "rc": out.returncode,
+                             "output": (out.stdout + out.stderr)[-500:]})
+    deadline = time.time() + timeout
+    while True:
+        after = {n.name: rekey_counts(scrape_metrics(n)) for n in nodes}
+        mine, was = after[node.name], before[node.name]
+        rekeyed = all(mine.get(k, 0) >= was.get(k, 0) + n for k, n in expected.items())
+        if rekeyed or time.time() > deadline:
+            break  # recorded as is: the test says what is missing
+        time.sleep(0.2)
+    return {"node": node.name, "swanctl": listing, "commands": commands, "before": before,
+            "after": after, "expected": expected, "rekeyed": rekeyed}
 
-    def recorded_timeout(self, node: Any) -> str | None:
-        """What the agent recorded for ``strongmesh drain`` (the policies' timeout)."""
-        try:
-            with open(os.path.join(node.state_dir, "shutdown-timeout-seconds")) as f:
-                return f.read().strip()
-        except OSError:
-            return None
 
-    def run_drain(
-        self, node: Any, pid: int, timeout: float | None
-    ) -> subprocess.CompletedProcess[str]:
-        """``strongmesh drain`` in the node, as the charon container's preStop hook runs it."""
-        argv = ["ip", "netns", "exec", node.name, self.config["python"], "-B", "-m",
-                "controller", "drain", "--wait-pid", str(pid), "--poll", "0.1"]
-        argv += ["--timeout", str(timeout)] if timeout is not None else [
-            "--state-dir", node.state_dir]
-        env = {"PATH": os.environ["PATH"], "PYTHONDONTWRITEBYTECODE": "1",
-               "PYTHONPATH": self.config["project"], "HOME": "/tmp"}
-        return subprocess.run(argv, env=env, cwd="/tmp", capture_output=True, text=True,
-                              check=False, timeout=float(timeout or 3600) + 120)
+# --------------------------------------------------------------------- gentle shutdown
+@dataclass(frozen=True)
+class GentleShutdown:
+    workload_seconds: float
+    label: str = "shutdown"
+    node: str | None = None  # default: the first lab node
+    peer: str | None = None  # default: the second lab node
+    timeout: float | None = None  # None: the policies' shutdownTimeoutSeconds
+    restart: bool = True
 
-    def send_after_stop(self, node: Any, label: str, seconds: float = 1.5) -> list[dict[str, Any]]:
-        """Datagrams from the node to every other node once charon is gone."""
-        sent = []
-        end = time.time() + seconds
-        seq = 0
-        while time.time() < end:
-            for other in self.nodes:
-                if other is node:
-                    continue
-                token = f"SMAFTER:{label}:{other.name}:{seq}"
-                ok = True
-                try:
-                    self.senders[node.name].sendto(token.encode(), (other.address, PROBE_PORT))
-                except OSError:
-                    ok = False
-                sent.append({"token": token, "dst": other.name, "dst_address": other.address,
-                             "at": time.time(), "ok": ok})
-            seq += 1
-            time.sleep(WORKLOAD_INTERVAL)
-        return sent
+
+def gentle_shutdown(lab: Lab, step: GentleShutdown) -> dict[str, Any]:
+    nodes = lab.network.nodes
+    node = lab.network.host(step.node) if step.node is not None else nodes[0]
+    peer = lab.network.host(step.peer) if step.peer is not None else nodes[1]
+    label, seconds = step.label, step.workload_seconds
+    assert node.charon is not None, f"no charon on {node.name}"
+    times: dict[str, float | None] = dict.fromkeys(
+        ("workload_started", "drain_started", "workload_exited", "drain_returned",
+         "charon_stop_sent", "charon_exited", "after_sent"))
+    detail: dict[str, Any] = {
+        "label": label, "node": node.name, "peer": peer.name,
+        "src_address": node.address, "dst_address": peer.address,
+        "workload_seconds": seconds, "timeout": step.timeout,
+        "times": times, "owned_policies_before": owned_policies(node),
+    }
+    sockets = lab.sockets
+    with _Receiver({h.name: sockets.receivers[h.name] for h in nodes}) as receiver:
+        times["workload_started"] = time.time()
+        workload = subprocess.Popen(
+            ["ip", "netns", "exec", node.name, lab.config["python"], "-S", "-c", WORKLOAD,
+             peer.address, str(PROBE_PORT), str(seconds), label, str(WORKLOAD_INTERVAL)],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        output: dict[str, str] = {}
+
+        def reap() -> None:  # reaped at once, so that drain sees the pid vanish
+            output["stdout"], output["stderr"] = workload.communicate()
+            times["workload_exited"] = time.time()
+
+        reaper = threading.Thread(target=reap, daemon=True)
+        reaper.start()
+        detail["workload_pid"] = workload.pid
+        detail["recorded_timeout"] = recorded_timeout(node)
+        times["drain_started"] = time.time()
+        drain = run_drain(lab.config, node, workload.pid, step.timeout)
+        times["drain_returned"] = time.time()
+        detail["drain_rc"] = drain.returncode
+        detail["drain_log"] = drain.stderr[-2000:]
+        times["charon_stop_sent"] = time.time()
+        node.charon.send_signal(signal.SIGTERM)
+        node.charon.wait(timeout=30)
+        times["charon_exited"] = time.time()
+        detail["owned_policies_after_stop"] = owned_policies(node)
+        detail["esp_states_after_stop"] = _run(
+            "ip", "-n", node.name, "xfrm", "state").stdout.count("proto esp")
+        times["after_sent"] = time.time()
+        detail["after"] = send_after_stop(nodes, node, sockets.senders[node.name], label)
+        reaper.join(seconds + 30)
+        time.sleep(1.0)  # the last datagrams arrive (or do not)
+    detail["sent"] = [
+        [int(seq), float(at), int(ok)]
+        for seq, at, ok in (line.split() for line in output.get("stdout", "").splitlines())
+    ]
+    detail["workload_stderr"] = output.get("stderr", "")[-1000:]
+    detail["received"] = receiver.received
+    if step.restart:
+        lab.start_charon(node)
+        detail["restarted"] = True
+    return detail
+
+
+def recorded_timeout(node: Host) -> str | None:
+    """What the agent recorded for ``strongmesh drain`` (the policies' timeout)."""
+    try:
+        with open(os.path.join(node.state_dir, "shutdown-timeout-seconds")) as f:
+            return f.read().strip()
+    except OSError:
+        return None
+
+
+def run_drain(config: Mapping[str, Any], node: Host, pid: int,
+              timeout: float | None) -> subprocess.CompletedProcess[str]:
+    """``strongmesh drain`` in the node, as the charon container's preStop hook runs it."""
+    argv = ["ip", "netns", "exec", node.name, str(config["python"]), "-B", "-m",
+            "controller", "drain", "--wait-pid", str(pid), "--poll", "0.1"]
+    argv += ["--timeout", str(timeout)] if timeout is not None else [
+        "--state-dir", node.state_dir]
+    return subprocess.run(argv, env=python_env(config), cwd="/tmp", capture_output=True,
+                          text=True, check=False, timeout=float(timeout or 3600) + 120)
+
+
+def send_after_stop(nodes: list[Host], node: Host, sender: socket.socket, label: str,
+                    seconds: float = 1.5) -> list[dict[str, Any]]:
+    """Datagrams from the node to every other node once charon is gone."""
+    sent = []
+    end = time.time() + seconds
+    seq = 0
+    while time.time() < end:
+        for other in nodes:
+            if other is node:
+                continue
+            token = f"SMAFTER:{label}:{other.name}:{seq}"
+            ok = True
+            try:
+                sender.sendto(token.encode(), (other.address, PROBE_PORT))
+            except OSError:
+                ok = False
+            sent.append({"token": token, "dst": other.name, "dst_address": other.address,
+                         "at": time.time(), "ok": ok})
+        seq += 1
+        time.sleep(WORKLOAD_INTERVAL)
+    return sent
