@@ -268,8 +268,12 @@ class NodeReconciler:
                         for g in resolution.enforce}
         specs = {g.name: g.policy.spec for g in resolution.enforce}
         mtus = dict(inputs.node.mtus)
+        # a CHILD_SA negotiated under a config that has changed still carries traffic, but its
+        # link is not done until the successor is up: Ready must not come early
+        current = [sa for sa in sas
+                   if sa.child_id not in self._outdated.get(sa.connection, frozenset())]
         policies = [
-            _with_peers(p, desired, sas, certificates.get(p.name),
+            _with_peers(p, desired, sas, current, certificates.get(p.name),
                         _mtu_fields(specs.get(p.name), desired.charon.addresses.get(p.name, ""),
                                     mtus))
             if p.name not in desired.problems
@@ -291,7 +295,7 @@ class NodeReconciler:
             charon_changed=charon_changed,
             charon_ok=charon_ok,
             stale_deleted=stale,
-            retry_in=self._next_attempt_in(desired, sas),
+            retry_in=self._next_attempt_in(desired, current),
         )
 
     def _apply_kernel(self, desired: DesiredNode, errors: list[str]) -> int:
@@ -415,12 +419,14 @@ class NodeReconciler:
 
 def _with_peers(
     entry: EnforcedPolicy, desired: DesiredNode, sas: Sequence[SecurityAssociation],
-    certificate: CertificateInfo | None, mtu: Mapping[str, int] | None = None,
+    current: Sequence[SecurityAssociation], certificate: CertificateInfo | None,
+    mtu: Mapping[str, int] | None = None,
 ) -> EnforcedPolicy:
-    """The policy's status row with its address, how many expected peers have an SA, the
-    certificate the node authenticates with, and what ESP leaves of the interface MTU."""
+    """The policy's status row with its address, how many expected peers have an SA (of the
+    ``current`` config: none that is being replaced), the certificate the node authenticates
+    with, and what ESP leaves of the interface MTU."""
     links = [link for link in desired.charon.links if link.policy == entry.name]
-    grouped = by_connection(sas)
+    grouped = by_connection(current)
     missing = sorted(link.peer for link in links if not link_installed(grouped, link))
     established = sum(sa.policy == entry.name and sa.state.upper() in ESTABLISHED_CHILD_STATES
                       for sa in sas)
