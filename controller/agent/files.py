@@ -130,7 +130,8 @@ class FileReporter:
     def __init__(self, path: Path) -> None:
         self.path = path
 
-    async def report(self, node: NodeFacts, identity: str, status: IPsecNodeStatus) -> bool:
+    async def report(self, node: NodeFacts, identity: str, status: IPsecNodeStatus
+                     ) -> float | None:
         document = {
             "node": node.name,
             "addresses": list(node.addresses),
@@ -141,7 +142,7 @@ class FileReporter:
         tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
         tmp.write_text(text)
         os.replace(tmp, self.path)
-        return True
+        return None
 
 
 class LogReporter:
@@ -151,7 +152,8 @@ class LogReporter:
         self._log = log
         self._last: str | None = None
 
-    async def report(self, node: NodeFacts, identity: str, status: IPsecNodeStatus) -> bool:
+    async def report(self, node: NodeFacts, identity: str, status: IPsecNodeStatus
+                     ) -> float | None:
         summary = json.dumps(
             {
                 "policies": [p.to_api() for p in status.policies],
@@ -163,4 +165,4 @@ class LogReporter:
         if summary != self._last:
             self._last = summary
             self._log(f"status of {node.name}: {summary}")
-        return True
+        return None

@@ -55,8 +55,10 @@ class InputSource(Protocol):
 
 
 class Reporter(Protocol):
-    async def report(self, node: NodeFacts, identity: str, status: IPsecNodeStatus) -> bool:
+    async def report(self, node: NodeFacts, identity: str, status: IPsecNodeStatus
+                     ) -> float | None:
         """Publish this node's status; implementations skip writes when nothing changed.
-        False: it could not be published (the API refused or did not answer): the loop
-        comes back for it soon instead of at the next resync."""
+        None: published (or nothing to publish). Seconds: not published yet (the API refused
+        or did not answer, or a write now would come too soon after the last): the loop
+        offers it again after that long, instead of at the next resync."""
         ...

@@ -22,7 +22,8 @@ import asyncio
 import dataclasses
 import datetime
 import logging
-from collections.abc import Mapping
+import random
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -334,17 +335,44 @@ def now_rfc3339() -> str:
     return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+# Status writes are paced so that a whole cluster writes about this many IPsecNode statuses a
+# second at most: a node with N peers writes at most once every N/100 s (and once a second).
+# A rollout's first write of each node (its new generation) goes out at once; the changes of
+# its SAs that follow are gathered into fewer writes.
+CLUSTER_STATUS_WRITES_PER_SECOND = 100.0
+STATUS_WRITE_MIN_SECONDS = 1.0
+# A status the API did not take is offered again after 2, 4, 8 ... 60 s, each shortened by
+# up to half at random: an overloaded API server refuses many agents at once, and they must
+# not all come back at once.
+REPORT_RETRY_FIRST = 2.0
+REPORT_RETRY_MAX = 60.0
+
+
+def report_retry_seconds(failures: int, fraction: float) -> float:
+    """When to offer the status again after ``failures`` refusals in a row; ``fraction`` in
+    [0, 1) (random) spreads the agents."""
+    backoff = REPORT_RETRY_FIRST * 2.0 ** min(failures - 1, 16)
+    return min(backoff, REPORT_RETRY_MAX) * (1 - fraction / 2)
+
+
+def status_write_interval(peers: int) -> float:
+    """The least time between two status writes of a node with ``peers`` peers."""
+    return max(STATUS_WRITE_MIN_SECONDS, peers / CLUSTER_STATUS_WRITES_PER_SECOND)
+
+
 class KubeReporter:
-    """Writes this node's IPsecNode: spec on change, status on change or heartbeat."""
+    """Writes this node's IPsecNode: spec on change, status on change (paced) or heartbeat."""
 
     def __init__(
         self, client: KubeClient, node_name: str, heartbeat: float = HEARTBEAT_SECONDS,
-        clock: Any = None,
+        clock: Any = None, jitter: Callable[[], float] = random.random,
     ) -> None:
         self.client = client
         self.node_name = node_name
         self.heartbeat = heartbeat
         self.writes = 0
+        self.failures = 0  # writes refused in a row
+        self._jitter = jitter
         self._clock = clock or (lambda: asyncio.get_running_loop().time())
         self._spec: dict[str, Any] | None = None
         self._status: dict[str, Any] | None = None
@@ -357,11 +385,18 @@ class KubeReporter:
             return True
         return self._written_at is None or self._clock() - self._written_at >= self.heartbeat
 
-    async def report(self, node: NodeFacts, identity: str, status: IPsecNodeStatus) -> bool:
+    async def report(self, node: NodeFacts, identity: str, status: IPsecNodeStatus
+                     ) -> float | None:
         spec = {"addresses": list(node.addresses), "identity": identity}
         body = status.listed().model_copy(update={"last_heartbeat": None}).to_api()
         if not self._due(spec, body):
-            return True
+            return None
+        if self._status is not None and self._written_at is not None and \
+                self._spec == spec and self._generations(self._status) == self._generations(body):
+            # a change of SAs, not of the node or of what it enforces: paced
+            wait = (self._written_at + status_write_interval(_peers(status))) - self._clock()
+            if wait > 0:
+                return wait
         path = f"{IPSECNODES}/{self.node_name}"
         try:
             if self._spec != spec:
@@ -372,14 +407,25 @@ class KubeReporter:
         except ApiError as error:
             if error.status == 404:
                 self._spec = None  # deleted behind our back (GC, admin): create it again
-            log.warning("could not write IPsecNode %s: %s", self.node_name, error)
-            return False
+            return self._refused(error)
         except ApiUnavailableError as error:
-            log.warning("could not write IPsecNode %s: %s", self.node_name, error)
-            return False
+            return self._refused(error)
         self.writes += 1
+        self.failures = 0
         self._spec, self._status, self._written_at = spec, body, self._clock()
-        return True
+        return None
+
+    def _refused(self, error: Exception) -> float:
+        self.failures += 1
+        log.warning("could not write IPsecNode %s: %s", self.node_name, error)
+        return report_retry_seconds(self.failures, self._jitter())
+
+    @staticmethod
+    def _generations(body: Mapping[str, Any]) -> list[tuple[Any, Any, Any]]:
+        """What the node enforces (policy, generation, enforcing): a change of it is news
+        the operator waits for, never held back."""
+        return [(p.get("name"), p.get("generation"), p.get("enforcing"))
+                for p in body.get("policies") or []]
 
     async def _ensure(self, path: str, spec: dict[str, Any]) -> None:
         try:
@@ -402,6 +448,10 @@ class KubeReporter:
                 current = await self.client.get(path)
         if current.get("spec") != spec:
             await self.client.merge_patch(path, {"spec": spec})
+
+
+def _peers(status: IPsecNodeStatus) -> int:
+    return sum(p.expected_peers for p in status.policies)
 
 
 def make_kube_io(

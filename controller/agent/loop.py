@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import signal
 import socket
 from collections.abc import Awaitable, Callable
@@ -31,18 +30,6 @@ log = logging.getLogger(__name__)
 
 RETRY_SECONDS = 1.0
 WATCH_SECONDS = 0.5
-# A status the API did not take is offered again after 2, 4, 8 ... 60 s, each shortened by
-# up to half at random: an overloaded API server refuses many agents at once, and they must
-# not come back at once.
-REPORT_RETRY_FIRST = 2.0
-REPORT_RETRY_MAX = 60.0
-
-
-def report_retry_seconds(failures: int, fraction: float) -> float:
-    """When to offer the status again after ``failures`` refusals in a row; ``fraction`` in
-    [0, 1) (random) spreads the agents."""
-    backoff = REPORT_RETRY_FIRST * 2.0 ** min(failures - 1, 16)
-    return min(backoff, REPORT_RETRY_MAX) * (1 - fraction / 2)
 
 # How the watchers wait between looks; tests pass one they step by hand.
 Sleep = Callable[[float], Awaitable[None]]
@@ -149,7 +136,6 @@ async def run_loop(
         watchers.append(asyncio.create_task(_watch_socket(charon_socket, wake, sleep)))
     if policy_events is not None:
         watchers.append(asyncio.create_task(_watch_policies(policy_events, wake, sleep)))
-    report_failures = 0
     try:
         while not stop.is_set():
             wake.clear()
@@ -167,16 +153,14 @@ async def run_loop(
             else:
                 log.debug("pass %d: %.3f s, nothing to change", stats.passes, result.seconds)
             try:
-                reported = await reporter.report(inputs.node, result.identity, result.status)
+                report_again = await reporter.report(inputs.node, result.identity, result.status)
             except Exception as exc:  # reporting must never stop enforcement
                 log.warning("reporting status failed: %s", exc)
-                reported = False
-            report_failures = 0 if reported else report_failures + 1
+                report_again = RETRY_SECONDS
             delay = resync_seconds if result.charon_ok else min(RETRY_SECONDS, resync_seconds)
-            if result.retry_in is not None:
-                delay = min(delay, result.retry_in)
-            if report_failures:
-                delay = min(delay, report_retry_seconds(report_failures, random.random()))
+            for sooner in (result.retry_in, report_again):
+                if sooner is not None:
+                    delay = min(delay, sooner)
             await _wait_for_trigger(source, wake, stop, delay)
     finally:
         for watcher in watchers:

@@ -181,13 +181,14 @@ async def test_reporter_writes_on_change_and_heartbeat_only() -> None:
 
 async def test_reporter_retries_after_an_outage() -> None:
     client = FakeClient()
-    reporter = KubeReporter(client, "n1", heartbeat=600, clock=lambda: 0.0)  # type: ignore[arg-type]
+    reporter = KubeReporter(client, "n1", heartbeat=600, clock=lambda: 0.0,  # type: ignore[arg-type]
+                            jitter=lambda: 0.0)
     node = NodeFacts("n1", ("10.77.0.1",))
     client.down = True
-    assert await reporter.report(node, "CN=n1", sa_status(1)) is False  # the loop retries
+    assert await reporter.report(node, "CN=n1", sa_status(1)) == 2.0  # the loop comes back
     assert reporter.writes == 0
     client.down = False
-    assert await reporter.report(node, "CN=n1", sa_status(1)) is True
+    assert await reporter.report(node, "CN=n1", sa_status(1)) is None
     assert reporter.writes == 1
 
 
@@ -213,3 +214,38 @@ async def test_reporter_lists_at_most_the_limit_of_sas_those_not_installed_first
     assert len(written["sas"]) == SA_LIST_LIMIT
     assert written["sas"][0]["state"] == "CREATED"  # a problem is never the one left out
     assert (written["sasOmitted"], written["establishedSAs"]) == (1000 - SA_LIST_LIMIT, 999)
+
+
+async def test_a_refused_status_is_offered_again_backing_off_to_a_minute() -> None:
+    from controller.agent.kube import report_retry_seconds
+
+    client = FakeClient()
+    client.down = True
+    reporter = KubeReporter(client, "n1", clock=lambda: 0.0, jitter=lambda: 0.0)  # type: ignore[arg-type]
+    node = NodeFacts("n1", ("10.77.0.1",))
+    waits = [await reporter.report(node, "CN=n1", sa_status(1)) for _ in range(7)]
+    assert waits == [2.0, 4.0, 8.0, 16.0, 32.0, 60.0, 60.0]
+    assert report_retry_seconds(1, 0.999) == pytest.approx(1.001)  # spread: up to half sooner
+
+
+def meshed_status(generation: int, peers: int, established: int) -> IPsecNodeStatus:
+    return IPsecNodeStatus.model_validate({"policies": [{
+        "name": "p", "generation": generation, "enforcing": True,
+        "expectedPeers": peers, "establishedPeers": established}]})
+
+
+async def test_sa_changes_are_paced_by_mesh_size_and_a_new_generation_is_not() -> None:
+    from controller.agent.kube import status_write_interval
+
+    assert [status_write_interval(n) for n in (0, 99, 500, 1000)] == [1.0, 1.0, 5.0, 10.0]
+    client = FakeClient()
+    clock = [0.0]
+    reporter = KubeReporter(client, "n1", clock=lambda: clock[0])  # type: ignore[arg-type]
+    node = NodeFacts("n1", ("10.77.0.1",))
+    assert await reporter.report(node, "CN=n1", meshed_status(1, 500, 0)) is None
+    clock[0] = 2.0
+    assert await reporter.report(node, "CN=n1", meshed_status(1, 500, 250)) == 3.0  # held
+    assert await reporter.report(node, "CN=n1", meshed_status(2, 500, 0)) is None  # news
+    clock[0] = 7.0
+    assert await reporter.report(node, "CN=n1", meshed_status(2, 500, 500)) is None
+    assert reporter.writes == 3

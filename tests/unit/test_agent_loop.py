@@ -22,15 +22,7 @@ from typing import Any
 import pytest
 
 from controller.agent.interfaces import AgentInputs
-from controller.agent.loop import (
-    REPORT_RETRY_FIRST,
-    REPORT_RETRY_MAX,
-    RETRY_SECONDS,
-    WATCH_SECONDS,
-    LoopStats,
-    report_retry_seconds,
-    run_loop,
-)
+from controller.agent.loop import RETRY_SECONDS, WATCH_SECONDS, LoopStats, run_loop
 from controller.agent.reconcile import PassResult
 from controller.facts import NodeFacts
 from controller.models.node import IPsecNodeStatus
@@ -102,15 +94,17 @@ class SteppedSleep:
 
 
 class Reporter:
-    def __init__(self, fail: bool = False) -> None:
+    def __init__(self, fail: bool = False, again: float | None = None) -> None:
         self.reports: list[IPsecNodeStatus] = []
         self.fail = fail
+        self.again = again  # what report() answers: offer the status again after that long
 
-    async def report(self, node: NodeFacts, identity: str, status: IPsecNodeStatus) -> bool:
+    async def report(self, node: NodeFacts, identity: str, status: IPsecNodeStatus
+                     ) -> float | None:
         self.reports.append(status)
         if self.fail:
             raise RuntimeError("API down")
-        return True
+        return self.again
 
 
 def passing(
@@ -213,26 +207,19 @@ async def test_reporting_failure_does_not_stop_enforcement() -> None:
         assert agent.stats.passes == len(reporter.reports) == 2
 
 
-async def test_a_status_the_api_did_not_take_is_offered_again_soon_backing_off() -> None:
-    reporter = Reporter(fail=True)
+@pytest.mark.parametrize(
+    ("reporter", "timer"),
+    [(Reporter(again=7.5), 7.5),  # the reporter says when to offer the status again
+     (Reporter(again=900.0), 300),  # never later than the resync
+     (Reporter(fail=True), RETRY_SECONDS)],  # a reporter that breaks: soon
+    ids=["asked", "resync-first", "broken"],
+)
+async def test_a_status_not_published_yet_brings_the_loop_back_for_it(
+    reporter: Reporter, timer: float,
+) -> None:
     async with running_loop(reporter=reporter, resync_seconds=300) as agent:
-        timeouts = []
-        for attempt in range(8):
-            wait = await agent.source.next_wait()
-            timeouts.append(wait.timeout)
-            reporter.fail = attempt < 7  # the pass after the eighth wait is reported
-            wait.timer_expired()
-        timeouts.append((await agent.source.next_wait()).timeout)
-    for failures, timeout in enumerate(timeouts[:8], start=1):
-        ceiling = min(REPORT_RETRY_FIRST * 2 ** (failures - 1), REPORT_RETRY_MAX)
-        assert ceiling / 2 <= timeout <= ceiling, (failures, timeouts)
-    assert timeouts[-1] == 300  # reported again: back to the resync
-
-
-def test_the_retry_of_a_status_backs_off_to_a_minute_and_spreads_the_agents() -> None:
-    assert [report_retry_seconds(n, 0.0) for n in (1, 2, 3, 6, 7, 20)] == [
-        2.0, 4.0, 8.0, 60.0, 60.0, 60.0]
-    assert report_retry_seconds(1, 0.999) == pytest.approx(1.001)
+        wait = await agent.source.next_wait()
+    assert wait.timeout == timer
 
 
 def _recreate(sock: Path) -> None:
