@@ -152,16 +152,20 @@ async def run_loop(
                 )
             else:
                 log.debug("pass %d: %.3f s, nothing to change", stats.passes, result.seconds)
-            try:
-                report_again = await reporter.report(inputs.node, result.identity, result.status)
-            except Exception as exc:  # reporting must never stop enforcement
-                log.warning("reporting status failed: %s", exc)
-                report_again = RETRY_SECONDS
             delay = resync_seconds if result.charon_ok else min(RETRY_SECONDS, resync_seconds)
-            for sooner in (result.retry_in, report_again):
-                if sooner is not None:
-                    delay = min(delay, sooner)
-            await _wait_for_trigger(source, wake, stop, delay)
+            if result.retry_in is not None:
+                delay = min(delay, result.retry_in)
+            pass_due, left = loop.time() + delay, delay
+            while True:
+                report_again = await _report(reporter, inputs, result)
+                if report_again is None or report_again >= left:
+                    await _wait_for_trigger(source, wake, stop, left)
+                    break
+                if await _wait_for_trigger(source, wake, stop, report_again):
+                    break
+                # only the status was due (paced, or refused before): offer this pass's
+                # status again; a pass per retry would cost a thousand agents their CPU
+                left = max(0.0, pass_due - loop.time())
     finally:
         for watcher in watchers:
             watcher.cancel()
@@ -172,14 +176,25 @@ async def run_loop(
         log.info("agent stopping after %d passes; the node keeps its IPsec state", stats.passes)
 
 
+async def _report(reporter: Reporter, inputs: AgentInputs, result: PassResult) -> float | None:
+    try:
+        return await reporter.report(inputs.node, result.identity, result.status)
+    except Exception as exc:  # reporting must never stop enforcement
+        log.warning("reporting status failed: %s", exc)
+        return RETRY_SECONDS
+
+
 async def _wait_for_trigger(
     source: InputSource, wake: asyncio.Event, stop: asyncio.Event, timeout: float
-) -> None:
+) -> bool:
+    """Whether something asked for a pass (inputs changed, a wake, stop) before ``timeout``."""
     changed = asyncio.create_task(source.wait_changed(timeout))
     woken = asyncio.create_task(wake.wait())
     stopped = asyncio.create_task(stop.wait())
     try:
         await asyncio.wait({changed, woken, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        return (woken.done() or stopped.done()
+                or (changed.done() and not changed.cancelled() and changed.result()))
     finally:
         for task in (changed, woken, stopped):
             task.cancel()

@@ -202,9 +202,23 @@ async def test_the_next_pass_is_due_at_the_soonest_of_resync_retry_and_back_off(
 async def test_reporting_failure_does_not_stop_enforcement() -> None:
     reporter = Reporter(fail=True)
     async with running_loop(reporter=reporter) as agent:
-        (await agent.source.next_wait()).timer_expired()
+        (await agent.source.next_wait()).timer_expired()  # the status is offered again ...
+        (await agent.source.next_wait()).inputs_changed()  # ... and a change runs a pass
         await agent.source.next_wait()
-        assert agent.stats.passes == len(reporter.reports) == 2
+        assert (agent.stats.passes, len(reporter.reports)) == (2, 3)
+
+
+async def test_a_status_due_again_is_offered_again_without_a_pass() -> None:
+    reporter = Reporter(again=7.5)  # paced, or refused: the reporter wants another go
+    async with running_loop(reporter=reporter, resync_seconds=300) as agent:
+        for _ in range(3):
+            wait = await agent.source.next_wait()
+            assert wait.timeout == 7.5
+            wait.timer_expired()
+        reporter.again = None  # published
+        wait = await agent.source.next_wait()
+        assert (agent.stats.passes, len(reporter.reports)) == (1, 4)
+        assert 299 < wait.timeout <= 300  # the resync, counted from the pass
 
 
 @pytest.mark.parametrize(
