@@ -43,6 +43,7 @@ from controller.kubeapi import (
 from controller.manifests import node_pod_cidrs
 from controller.models.common import GROUP, VERSION, ObjectMeta
 from controller.models.node import IPsecNodeStatus
+from controller.models.peers import IPsecPeerSlice
 from controller.models.policy import IPsecPolicy
 
 log = logging.getLogger(__name__)
@@ -183,8 +184,10 @@ class KubeInputSource:
         self._secrets: dict[tuple[str, str], Reflector] = {}
         self._tasks: dict[object, asyncio.Task[None]] = {}
         self._reported: frozenset[str] = frozenset()
-        # the slices' (name, resourceVersion) -> what they publish: parsed once per version
+        # the slices' (name, resourceVersion) -> what they publish, and each slice parsed once
+        # per version: a slice of 100 peers changes while the others do not
         self._parsed: tuple[tuple[tuple[str, str], ...], dict[str, PublishedPolicy]] = ((), {})
+        self._parsed_slices: dict[str, tuple[str, IPsecPeerSlice]] = {}
         self.identity = (
             NodeIdentity(client, node_name, identity_dir, self._changed.set)
             if identity_dir is not None else None
@@ -300,12 +303,24 @@ class KubeInputSource:
             for name, obj in self._slices.items.items()))
         if versions and versions == self._parsed[0]:
             return self._parsed[1]  # a pass per event: a thousand peers parsed once, not each
-        published, problems = published_policies(self._slices.items.values())
+        self._parsed_slices = {n: p for n, p in self._parsed_slices.items()
+                               if n in self._slices.items}
+        published, problems = published_policies(self._slices.items.values(), self._parse_slice)
         for problem in sorted(set(problems) - self._reported):
             log.warning("%s", problem)
         self._reported = frozenset(problems)
         self._parsed = (versions, published)
         return published
+
+    def _parse_slice(self, body: Mapping[str, Any]) -> IPsecPeerSlice:
+        meta = body.get("metadata") or {}
+        name, version = str(meta.get("name", "")), str(meta.get("resourceVersion", ""))
+        kept = self._parsed_slices.get(name)
+        if kept is not None and version and kept[0] == version:
+            return kept[1]
+        item = IPsecPeerSlice.model_validate(body)
+        self._parsed_slices[name] = (version, item)
+        return item
 
     async def wait_changed(self, timeout: float) -> bool:
         self.start()

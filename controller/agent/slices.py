@@ -9,7 +9,7 @@ from any slice that says so, and the peers are the union of all of them.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,14 +32,16 @@ class PublishedPolicy:
 
 def published_policies(
     bodies: Iterable[Mapping[str, Any]],
+    parse: Callable[[Mapping[str, Any]], IPsecPeerSlice] = IPsecPeerSlice.model_validate,
 ) -> tuple[dict[str, PublishedPolicy], list[str]]:
-    """Group slice bodies by policy; problems name the slices that could not be read."""
+    """Group slice bodies by policy; problems name the slices that could not be read.
+    ``parse`` (ValueError for an unreadable body) lets a caller reuse what it parsed before."""
     problems: list[str] = []
     grouped: dict[str, list[IPsecPeerSlice]] = {}
     for body in bodies:
         name = str((body.get("metadata") or {}).get("name", "?"))
         try:
-            item = IPsecPeerSlice.model_validate(body)
+            item = parse(body)
         except ValueError as error:
             problems.append(f"IPsecPeerSlice {name} is unreadable: {_first_line(error)}")
             continue

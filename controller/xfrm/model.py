@@ -8,7 +8,6 @@ back from the kernel compare equal. Pure data: no I/O, no netlink.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from functools import cached_property
 from typing import Literal
 
 from controller.ownership import PROTECT_BASE, is_owned_priority, is_owned_reqid
@@ -93,21 +92,28 @@ class XfrmPolicy:
     if_id: int = 0
     index: int = field(default=0, repr=False)
 
-    @cached_property
+    # Cached by hand, not with functools.cached_property: on Python 3.11 that takes one lock
+    # shared by every instance, and the agent computes thousands of keys per pass in a
+    # worker thread (a scale benchmark's worker spent 40% of its time waiting on it).
+    @property
     def key(self) -> PolicyKey:
-        return PolicyKey(
-            src=self.src,
-            dst=self.dst,
-            direction=self.direction,
-            proto=self.proto,
-            sport=self.sport,
-            dport=self.dport,
-            mark=self.mark,
-            mark_mask=self.mark_mask,
-            if_id=self.if_id,
-        )
+        cached: PolicyKey | None = self.__dict__.get("_key")
+        if cached is None:
+            cached = PolicyKey(
+                src=self.src,
+                dst=self.dst,
+                direction=self.direction,
+                proto=self.proto,
+                sport=self.sport,
+                dport=self.dport,
+                mark=self.mark,
+                mark_mask=self.mark_mask,
+                if_id=self.if_id,
+            )
+            object.__setattr__(self, "_key", cached)
+        return cached
 
-    @cached_property
+    @property
     def content(self) -> XfrmPolicy:
         """The policy without its kernel handle: what desired-vs-actual compares."""
         return replace(self, index=0) if self.index else self

@@ -93,5 +93,13 @@ def test_the_agent_parses_its_slices_once_per_version() -> None:
     assert source._published() is published  # the same version: not parsed again
     second = body("mesh-0", 2, ["node-2", "node-3"]) | {"metadata": {"name": "mesh-0",
                                                                       "resourceVersion": "8"}}
-    source._slices.items = {"mesh-0": second}
-    assert [p.node for p in source._published()["mesh"].peers] == ["node-2", "node-3"]
+    other = body("mesh-1", 2, ["node-4"]) | {"metadata": {"name": "mesh-1",
+                                                         "resourceVersion": "9"}}
+    source._slices.items = {"mesh-0": second, "mesh-1": other}
+    assert [p.node for p in source._published()["mesh"].peers] == [
+        "node-2", "node-3", "node-4"]
+    kept = source._parsed_slices["mesh-0"][1]
+    third = other | {"metadata": {"name": "mesh-1", "resourceVersion": "10"}}
+    source._slices.items = {"mesh-0": second, "mesh-1": third}  # one slice changed
+    source._published()
+    assert source._parsed_slices["mesh-0"][1] is kept  # the other was not parsed again
