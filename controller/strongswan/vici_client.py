@@ -270,29 +270,22 @@ class Charon:
 
     def terminate_ike(self, ike_id: str) -> None:
         """Close one IKE_SA (with its CHILD_SAs) without waiting for the peer's answer."""
-
-        def close(session: Any) -> None:
-            try:
-                for _ in session.terminate({"ike-id": ike_id, "timeout": "-1"}):
-                    pass
-            except CommandException as exc:  # gone meanwhile: nothing to do
-                if "no matching" not in str(exc):
-                    raise
-
-        self._call(f"terminate ike {ike_id}", close)
+        self._terminate("ike-id", ike_id, f"terminate ike {ike_id}")
 
     def terminate_child(self, child_id: str) -> None:
         """Close one CHILD_SA (its IKE_SA stays) without waiting for the peer's answer."""
+        self._terminate("child-id", child_id, f"terminate child {child_id}")
 
+    def _terminate(self, selector: str, sa_id: str, what: str) -> None:
         def close(session: Any) -> None:
             try:
-                for _ in session.terminate({"child-id": child_id, "timeout": "-1"}):
+                for _ in session.terminate({selector: sa_id, "timeout": "-1"}):
                     pass
             except CommandException as exc:  # gone meanwhile: nothing to do
                 if "no matching" not in str(exc):
                     raise
 
-        self._call(f"terminate child {child_id}", close)
+        self._call(what, close)
 
     def apply(self, plan: CharonPlan) -> None:
         """Perform ``plan`` step by step; a failing step does not stop the independent ones.

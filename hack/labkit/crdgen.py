@@ -247,127 +247,64 @@ class ResourceInfo:
 _AGE = {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}
 
 
+def _column(name: str, type_: str, description: str, path: str, priority: int = 0
+            ) -> JsonDict:
+    """One printer column (``priority`` 1: shown by ``kubectl get -o wide`` only)."""
+    column: JsonDict = {"name": name, "type": type_, "description": description,
+                        "jsonPath": path}
+    if priority:
+        column["priority"] = priority
+    return column
+
+
+def _resource(module: Any, model: type[BaseModel], columns: list[JsonDict],
+              status: bool = True) -> ResourceInfo:
+    """A resource named as its model module says (KIND, PLURAL, SINGULAR, SHORT_NAMES)."""
+    return ResourceInfo(model=model, kind=module.KIND, plural=module.PLURAL,
+                        singular=module.SINGULAR, short_names=list(module.SHORT_NAMES),
+                        columns=columns, status=status)
+
+
 def node_columns(status_model: type[BaseModel] = node_model.IPsecNodeStatus) -> list[JsonDict]:
     """ADDRESSES, SAS, AGE for IPsecNode.
 
     A printer column cannot count a list, so SAS needs a count field on the status
-    (``established_sas``, alias ``establishedSAs``, as PolicySummary has). Until the model has
-    one, the column shows the enforced policies' names instead.
+    (``established_sas``, alias ``establishedSAs``, as PolicySummary has). A status model
+    without one shows the enforced policies' names instead.
     """
-    columns: list[JsonDict] = [
-        {
-            "name": "Addresses",
-            "type": "string",
-            "description": "Node IP addresses.",
-            "jsonPath": ".spec.addresses",
-        }
-    ]
-    status_fields = status_model.model_fields
-    count = status_fields.get("established_sas")
+    columns = [_column("Addresses", "string", "Node IP addresses.", ".spec.addresses")]
+    count = status_model.model_fields.get("established_sas")
     if count is not None:
-        alias = count.alias or "establishedSAs"
-        columns.append(
-            {
-                "name": "SAs",
-                "type": "integer",
-                "description": "Established CHILD_SAs on the node.",
-                "jsonPath": f".status.{alias}",
-            }
-        )
+        columns.append(_column("SAs", "integer", "Established CHILD_SAs on the node.",
+                               f".status.{count.alias or 'establishedSAs'}"))
     else:
-        columns.append(
-            {
-                "name": "Policies",
-                "type": "string",
-                "description": "Policies the node enforces.",
-                "jsonPath": ".status.policies[*].name",
-            }
-        )
-    columns.append(_AGE)
-    return columns
+        columns.append(_column("Policies", "string", "Policies the node enforces.",
+                               ".status.policies[*].name"))
+    return [*columns, _AGE]
 
 
 RESOURCES: tuple[ResourceInfo, ...] = (
-    ResourceInfo(
-        model=IPsecPolicy,
-        kind=policy_model.KIND,
-        plural=policy_model.PLURAL,
-        singular=policy_model.SINGULAR,
-        short_names=list(policy_model.SHORT_NAMES),
-        columns=[
-            {
-                "name": "Ready",
-                "type": "string",
-                "description": "Nodes enforcing the current generation / selected nodes.",
-                "jsonPath": ".status.summary.ready",
-            },
-            {
-                "name": "SAs",
-                "type": "integer",
-                "description": "Established CHILD_SAs on all nodes.",
-                "jsonPath": ".status.summary.establishedSAs",
-            },
-            {
-                "name": "Enforcement",
-                "type": "string",
-                "description": "Required or Optional.",
-                "jsonPath": ".spec.enforcement",
-            },
-            {
-                "name": "Mode",
-                "type": "string",
-                "description": "Transport or Tunnel.",
-                "jsonPath": ".spec.mode",
-            },
-            {
-                "name": "Max-Packet",
-                "type": "integer",
-                "priority": 1,
-                "description": "The largest packet every node can send through ESP unfragmented "
-                "(the CNI MTU to set in Tunnel mode).",
-                "jsonPath": ".status.summary.maxInnerPacket",
-            },
-            _AGE,
-        ],
-    ),
-    ResourceInfo(
-        model=IPsecNode,
-        kind=node_model.KIND,
-        plural=node_model.PLURAL,
-        singular=node_model.SINGULAR,
-        short_names=list(node_model.SHORT_NAMES),
-        columns=node_columns(),
-    ),
-    ResourceInfo(
-        model=peers_model.IPsecPeerSlice,
-        kind=peers_model.KIND,
-        plural=peers_model.PLURAL,
-        singular=peers_model.SINGULAR,
-        short_names=list(peers_model.SHORT_NAMES),
-        columns=[
-            {
-                "name": "Policy",
-                "type": "string",
-                "description": "IPsecPolicy the slice belongs to.",
-                "jsonPath": ".spec.policy",
-            },
-            {
-                "name": "Generation",
-                "type": "integer",
-                "description": "Policy generation published.",
-                "jsonPath": ".spec.policyGeneration",
-            },
-            {
-                "name": "Peers",
-                "type": "string",
-                "description": "Peer nodes in this slice.",
-                "jsonPath": ".spec.peers[*].node",
-                "priority": 1,
-            },
-            _AGE,
-        ],
-        status=False,
-    ),
+    _resource(policy_model, IPsecPolicy, [
+        _column("Ready", "string", "Nodes enforcing the current generation / selected nodes.",
+                ".status.summary.ready"),
+        _column("SAs", "integer", "Established CHILD_SAs on all nodes.",
+                ".status.summary.establishedSAs"),
+        _column("Enforcement", "string", "Required or Optional.", ".spec.enforcement"),
+        _column("Mode", "string", "Transport or Tunnel.", ".spec.mode"),
+        _column("Max-Packet", "integer", "The largest packet every node can send through ESP "
+                "unfragmented (the CNI MTU to set in Tunnel mode).",
+                ".status.summary.maxInnerPacket", priority=1),
+        _AGE,
+    ]),
+    _resource(node_model, IPsecNode, node_columns()),
+    _resource(peers_model, peers_model.IPsecPeerSlice, [
+        _column("Policy", "string", "IPsecPolicy the slice belongs to.", ".spec.policy"),
+        _column("Generation", "integer", "Policy generation published.",
+                ".spec.policyGeneration"),
+        _column("Peers", "string", "Peer nodes in this slice.", ".spec.peers[*].node",
+                priority=1),
+        _AGE,
+    ], status=False),
 )
 
 
