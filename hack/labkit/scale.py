@@ -19,6 +19,9 @@ Then, timed from the harness's own watch of the IPsecNodes and polls of the poli
 4. one node's SAs change (its status changes), then 10 nodes join and 10 leave: watch events
    received per agent for each, and per-agent peer updates;
 5. the policy is deleted: until the finalizer completed and it is gone;
+for each rollout, where its time went (``*_stages``): when the last slice carried the new
+generation (the operator's part), each agent's first pass on it and its write of its IPsecNode
+(all processes read the same CLOCK_MONOTONIC), the harness's watch seeing that write;
 throughout: operator RSS and CPU seconds, kube-apiserver and etcd RSS; for each rollout, the
 CPU seconds the simulated agents, the operator and kube-apiserver used (the agents' share is
 N passes over N peers on this one machine: in a cluster every node does its own).
@@ -43,6 +46,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from controller.agent.kube import KubeReporter
+from controller.facts import NodeFacts
+from controller.models.node import IPsecNodeStatus
 
 PROJECT = Path(__file__).resolve().parents[2]
 NAMESPACE = "strongmesh-system"
@@ -109,6 +116,28 @@ class SimulatedNode:
     charon: Any
     task: asyncio.Task[None] | None = None
     peer_sets: list[frozenset[str]] = field(default_factory=list)
+    # when a pass first ran on each generation of the policy (CLOCK_MONOTONIC: the same
+    # clock in every process of the machine, so the harness can compare it with its own)
+    seen: dict[int, float] = field(default_factory=dict)
+    written: dict[int, float] = field(default_factory=dict)  # its IPsecNode said so
+
+
+class TimedReporter(KubeReporter):
+    """The agent's reporter, noting when a write first said each generation is enforced."""
+
+    def __init__(self, written: dict[int, float], *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.written = written
+
+    async def report(self, node: NodeFacts, identity: str, status: IPsecNodeStatus
+                     ) -> float | None:
+        writes = self.writes
+        again = await super().report(node, identity, status)
+        if self.writes > writes:
+            for entry in status.policies:
+                if entry.enforcing:
+                    self.written.setdefault(entry.generation, time.monotonic())
+        return again
 
 
 def _report_end(name: str, task: asyncio.Task[None]) -> None:
@@ -123,7 +152,7 @@ def _report_end(name: str, task: asyncio.Task[None]) -> None:
 async def _run_worker() -> None:
     """A worker process: simulated nodes, commanded by JSON lines on stdin."""
     from controller.agent.interfaces import AgentInputs
-    from controller.agent.kube import KubeInputSource, KubeReporter
+    from controller.agent.kube import KubeInputSource
     from controller.agent.loop import run_loop
     from controller.agent.reconcile import NodeReconciler, PassResult
     from controller.kubeapi import KubeClient, KubeConfig
@@ -137,14 +166,16 @@ async def _run_worker() -> None:
 
     def start(name: str, token: str) -> None:
         client = KubeClient(KubeConfig(server=config["server"], ca_data=ca, token=token))
+        stop = asyncio.Event()
         source = KubeInputSource(client, name, owns_client=True)
-        reporter = KubeReporter(client, name, heartbeat=HEARTBEAT_SECONDS)
         charon = FakeCharon(establish=True)
         reconciler = NodeReconciler(lambda: charon, FakeXfrm())
-        stop = asyncio.Event()
         node = SimulatedNode(name, stop, source, charon)
+        reporter = TimedReporter(node.written, client, name, heartbeat=HEARTBEAT_SECONDS)
 
         def run_pass(inputs: AgentInputs) -> PassResult:
+            for item in inputs.policies:
+                node.seen.setdefault(item.generation, time.monotonic())
             result = reconciler.run_pass(inputs)
             peers = frozenset(p.node for item in inputs.policies for p in item.peers)
             if not node.peer_sets or node.peer_sets[-1] != peers:
@@ -174,6 +205,8 @@ async def _run_worker() -> None:
             "events": sum(r.events for r in node.source._reflectors()),
             "peer_updates": max(0, len(node.peer_sets) - 1),
             "peers": len(node.peer_sets[-1]) if node.peer_sets else 0,
+            "seen": node.seen,
+            "written": node.written,
         } for name, node in nodes.items()}
 
     loop = asyncio.get_running_loop()
@@ -338,10 +371,30 @@ class Watcher:
                 self.reached.setdefault(int(entry["generation"]), {}).setdefault(name, now)
 
 
-async def watch_ipsec_nodes(admin: Admin, watcher: Watcher, stop: asyncio.Event) -> None:
+@dataclass
+class SliceWatcher:
+    """The harness's watch of the policy's IPsecPeerSlices: when each slice first carried
+    each generation (the operator's half of a rollout)."""
+
+    reached: dict[int, dict[str, float]] = field(default_factory=dict)
+    synced: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def observe(self, obj: dict[str, Any], now: float) -> None:
+        spec = obj.get("spec") or {}
+        if spec.get("policy") == POLICY:
+            self.reached.setdefault(int(spec.get("policyGeneration", 0)), {}).setdefault(
+                obj["metadata"]["name"], now)
+
+    def published(self, generation: int) -> float | None:
+        """When the last slice carried ``generation``."""
+        return max(self.reached.get(generation, {}).values(), default=None)
+
+
+async def watch_objects(admin: Admin, path: str, watcher: Watcher | SliceWatcher,
+                        stop: asyncio.Event) -> None:
+    """List then watch ``path``, handing every object to ``watcher.observe`` with the time."""
     from controller.kubeapi import ApiError, ApiUnavailableError
 
-    path = f"{GROUP_PATH}/ipsecnodes"
     version = ""
     while not stop.is_set():
         try:
@@ -392,6 +445,26 @@ def summary_ready(n: int, generation: int) -> Any:
 def times_to(watcher: Watcher, generation: int, since: float, names: list[str]) -> list[float]:
     reached = watcher.reached.get(generation, {})
     return [reached[n] - since for n in names if n in reached]
+
+
+def stages(slices: SliceWatcher, workers: list[Worker], generation: int, since: float,
+           reported: list[float]) -> dict[str, Any]:
+    """Where a rollout's time went, each from its start: the operator publishing the
+    generation in every slice; each agent's first pass on it (p50/p99); its IPsecNode
+    reporting it (p50/p99)."""
+    published = slices.published(generation)
+    stats = worker_stats(workers).values()
+    seen = [t - since for s in stats if (t := s["seen"].get(str(generation))) is not None]
+    written = [t - since for s in stats if (t := s["written"].get(str(generation))) is not None]
+    return {
+        "slices_published_seconds": round(published - since, 3) if published else None,
+        "agents_passed_p50_seconds": percentile(seen, 0.50),
+        "agents_passed_p99_seconds": percentile(seen, 0.99),
+        "agents_wrote_p50_seconds": percentile(written, 0.50),
+        "agents_wrote_p99_seconds": percentile(written, 0.99),
+        "reported_p50_seconds": percentile(reported, 0.50),
+        "reported_p99_seconds": percentile(reported, 0.99),
+    }
 
 
 def policy_body(secret: str) -> dict[str, Any]:
@@ -460,8 +533,10 @@ async def run_benchmark(n: int, workers_count: int, rest_seconds: float, timeout
                                   workdir / f"worker-{k}.log"))
         for worker in workers:
             worker.receive()
-        watcher = Watcher()
-        watch = asyncio.create_task(watch_ipsec_nodes(admin, watcher, stop_watch))
+        watcher, slices = Watcher(), SliceWatcher()
+        watches = [asyncio.create_task(watch_objects(admin, path, w, stop_watch))
+                   for path, w in ((f"{GROUP_PATH}/ipsecnodes", watcher),
+                                   (f"{GROUP_PATH}/ipsecpeerslices", slices))]
         result["agents_started_seconds"] = round(time.monotonic() - started, 3)
         peak: dict[str, float] = {}
 
@@ -474,6 +549,7 @@ async def run_benchmark(n: int, workers_count: int, rest_seconds: float, timeout
                     peak[what] = max(peak.get(what, 0.0), rss)
 
         await asyncio.wait_for(watcher.synced.wait(), timeout)
+        await asyncio.wait_for(slices.synced.wait(), timeout)
         # Where the machine's CPU goes in a rollout: the simulated agents' own work is N
         # passes over N peers on this one machine (in a cluster, each on its own node).
         def cpu_now() -> dict[str, float]:
@@ -498,6 +574,7 @@ async def run_benchmark(n: int, workers_count: int, rest_seconds: float, timeout
         result["create_p99_seconds"] = percentile(created_times, 0.99)
         result["create_enforcing_nodes"] = len(created_times)
         result["create_cpu_seconds"] = cpu_since(rollout_cpu)
+        result["create_stages"] = stages(slices, workers, 1, created, created_times)
         # 2. update
         progress("2/5: changing the policy (generation 2)")
         rollout_cpu = cpu_now()
@@ -512,6 +589,7 @@ async def run_benchmark(n: int, workers_count: int, rest_seconds: float, timeout
         result["update_p50_seconds"] = percentile(updated_times, 0.50)
         result["update_p99_seconds"] = percentile(updated_times, 0.99)
         result["update_cpu_seconds"] = cpu_since(rollout_cpu)
+        result["update_stages"] = stages(slices, workers, 2, changed, updated_times)
         # 3. rest
         progress(f"3/5: resting {rest_seconds:.0f} s")
         await asyncio.sleep(5)  # the tail of the rollout's writes
@@ -584,9 +662,10 @@ async def run_benchmark(n: int, workers_count: int, rest_seconds: float, timeout
         result["kube_apiserver_rss_mib"] = peak.get("kube_apiserver")
         result["etcd_rss_mib"] = peak.get("etcd")
         stop_watch.set()
-        watch.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await watch
+        for watch in watches:
+            watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watch
         return result
     finally:
         if admin is not None:
