@@ -21,6 +21,7 @@ known; its SA carries the catch-all's reqid, which the per-peer kernel policy do
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -34,8 +35,14 @@ BACKOFF_MAX = 30.0
 
 def initiates(local: str, peer: str) -> bool:
     """The lower address initiates (IPv4 before IPv6); both ends compute the same answer."""
-    mine, theirs = ipaddress.ip_address(local), ipaddress.ip_address(peer)
-    return (mine.version, int(mine)) < (theirs.version, int(theirs))
+    return _order(local) < _order(peer)
+
+
+@functools.lru_cache(maxsize=1 << 14)
+def _order(address: str) -> tuple[int, int]:
+    """An address's place in the initiator order; parsed once (every pass asks per peer)."""
+    parsed = ipaddress.ip_address(address)
+    return parsed.version, int(parsed)
 
 
 @dataclass(frozen=True)
