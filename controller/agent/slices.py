@@ -1,10 +1,11 @@
 """IPsecPeerSlices -> the policies an agent enforces and their peers. Pure.
 
 In cluster mode an agent reads policies only from the slices the operator publishes (see
-``controller.models.peers``): each carries the last spec that passed the operator's validation,
-so an invalid edit never reaches a node. A policy's slices are written one by one, so for a
-moment they may disagree: the spec comes from the slice with the newest generation, deletion
-from any slice that says so, and the peers are the union of all of them.
+``controller.models.peers``): a policy's first slice carries the last spec that passed the
+operator's validation, so an invalid edit never reaches a node, and the others only peers. The
+spec comes from the slice with the newest generation (while an older operator's
+slices, each with a spec, catch up), deletion from any slice that says so, and the peers are the
+union of all of them.
 """
 
 from __future__ import annotations

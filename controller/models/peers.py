@@ -4,11 +4,12 @@ Agents need two things from the cluster: a policy's spec and its peers (the sele
 that enforce it, with their addresses and identities). Neither may cost O(N) watch events per
 agent when one node's SA count changes, which a watch on IPsecPolicy would (its status changes
 with every aggregation). So the operator publishes, per policy, slices of at most a hundred
-peers (the EndpointSlice pattern), each carrying the last policy spec that passed validation,
-rewritten only when the peer set, that spec or the deletion state changes. Agents watch slices
-and never IPsecPolicies: one node joining rewrites one slice (one watch event per agent,
-whatever the cluster's size), and an invalid edit of a policy never reaches a node, which keeps
-enforcing the last good spec, also across agent restarts.
+peers (the EndpointSlice pattern). The first slice also carries the last policy spec that
+passed validation (and the deletion state, and in issuer mode the CAs); the others carry peers
+only. A slice is rewritten only when what it carries changes, so a policy change is one write.
+Agents watch slices and never IPsecPolicies: one node joining rewrites one slice (one watch
+event per agent, whatever the cluster's size), and an invalid edit of a policy never reaches a
+node, which keeps enforcing the last good spec, also across agent restarts.
 """
 
 from __future__ import annotations
@@ -46,25 +47,29 @@ class IPsecPeerSliceSpec(ApiModel):
 
     policy: str = Field(description="IPsecPolicy the slice belongs to.")
     policy_generation: int = Field(
-        description="Generation of the policy whose spec this slice carries."
+        description="Generation of the policy whose spec this slice carries; 0 in a slice "
+        "that carries peers only."
     )
     policy_spec: IPsecPolicySpec | None = Field(
         default=None,
-        description="The last spec of the policy that passed validation (the operator always "
-        "sets it; a standalone policy file may leave it out next to its IPsecPolicy).",
+        description="The last spec of the policy that passed validation: set in the policy's "
+        "first slice (NAME-0) only; the others carry peers only (a standalone policy file may "
+        "leave it out next to its IPsecPolicy).",
     )
     deleting: bool = Field(
-        default=False, description="The policy is being deleted: agents tear down its state."
+        default=False,
+        description="The policy is being deleted (first slice): agents tear down its state."
     )
     trust_bundle: str = Field(
         default="",
-        description="Issuer mode: the CA certificates (PEM) the nodes trust, from the issuer "
-        "Secret's ca.crt (or its tls.crt); never its key.",
+        description="Issuer mode (first slice): the CA certificates (PEM) the nodes trust, from "
+        "the issuer Secret's ca.crt (or its tls.crt); never its key.",
     )
     signer: str = Field(
         default="",
-        description="Issuer mode: SHA-256 fingerprint of the CA that signs node certificates "
-        "now; a node whose certificate another CA signed requests a new one (CA rotation).",
+        description="Issuer mode (first slice): SHA-256 fingerprint of the CA that signs node "
+        "certificates now; a node whose certificate another CA signed requests a new one "
+        "(CA rotation).",
     )
     peers: list[Peer] = Field(default_factory=list, description="Peers in this slice.")
 

@@ -102,7 +102,9 @@ def plan_slices(
     ``generation`` (the last one that validated) and hold ``peers``.
 
     Slice 0 always exists, even without peers: it is how agents learn of the policy before any
-    node enforces it.
+    node enforces it. It alone carries the spec, the deletion flag and the issuer's CAs; the
+    others carry peers only (generation 0), so that a policy change is one write and one watch
+    event per agent, not one per hundred peers (each a pass over every peer, on every node).
     """
     wanted = {p.node: p for p in peers}
     members: dict[int, dict[str, Peer]] = {}
@@ -127,19 +129,21 @@ def plan_slices(
             if name in existing:
                 deletes.append(name)
             continue
+        listed = [members[index][node] for node in sorted(members[index])]
         content = IPsecPeerSliceSpec(
             policy=policy, policy_generation=generation, policy_spec=spec, deleting=deleting,
-            trust_bundle=trust_bundle, signer=signer,
-            peers=[members[index][node] for node in sorted(members[index])],
-        )
+            trust_bundle=trust_bundle, signer=signer, peers=listed,
+        ) if index == 0 else IPsecPeerSliceSpec(policy=policy, policy_generation=0, peers=listed)
         if existing.get(name) != content:
             upserts[name] = content
     return SlicePlan(upserts=upserts, deletes=tuple(sorted(deletes)))
 
 
 def plan_removal(existing: Mapping[str, IPsecPeerSliceSpec]) -> SlicePlan:
-    """Every slice of a policy that is gone."""
-    return SlicePlan(deletes=tuple(sorted(existing)))
+    """Every slice of a policy that is gone; the one with the spec last, so that no agent
+    ever reads peers without their policy."""
+    return SlicePlan(deletes=tuple(sorted(existing, key=lambda n: (
+        existing[n].policy_spec is not None, n))))
 
 
 def plan_publication(

@@ -29,9 +29,10 @@ def body(name: str, generation: int, peers: list[str], *, policy: str = "mesh",
 
 def test_peers_of_every_slice_of_a_policy_are_merged_in_node_order() -> None:
     policies, problems = published_policies(
-        [body("mesh-1", 1, ["node-3"]), body("mesh-0", 1, ["node-2", "node-1"])])
+        [body("mesh-1", 0, ["node-3"], spec=None), body("mesh-0", 4, ["node-2", "node-1"])])
     assert problems == []
     assert [p.node for p in policies["mesh"].peers] == ["node-1", "node-2", "node-3"]
+    assert policies["mesh"].generation == 4  # the first slice's: the others carry peers only
 
 
 def test_the_spec_comes_from_the_newest_generation_while_slices_catch_up() -> None:

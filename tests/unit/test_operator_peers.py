@@ -115,19 +115,43 @@ def test_an_emptied_slice_is_deleted_but_the_first_slice_stays() -> None:
     assert plan.upserts == {"mesh-0": spec([])}
 
 
-def test_a_new_generation_or_deletion_rewrites_every_slice() -> None:
-    existing = plan_slices("mesh", 1, SPEC, False, [peer(i) for i in range(150)], {}).upserts
-    bumped = plan_slices("mesh", 2, SPEC, False, [peer(i) for i in range(150)], existing)
-    assert set(bumped.upserts) == {"mesh-0", "mesh-1"}
-    deleting = plan_slices("mesh", 1, SPEC, True, [peer(i) for i in range(150)], existing)
-    assert all(s.deleting for s in deleting.upserts.values())
+def test_only_the_first_slice_carries_the_spec() -> None:
+    plan = plan_slices("mesh", 3, SPEC, False, [peer(i) for i in range(250)], {})
+    assert [(n, s.policy_generation, s.policy_spec is not None)
+            for n, s in sorted(plan.upserts.items())] == [
+        ("mesh-0", 3, True), ("mesh-1", 0, False), ("mesh-2", 0, False)]
+
+
+def test_a_new_generation_or_deletion_rewrites_the_first_slice_only() -> None:
+    # one write, one watch event per agent: not one per hundred peers, each a pass over all
+    existing = plan_slices("mesh", 1, SPEC, False, [peer(i) for i in range(250)], {}).upserts
+    bumped = plan_slices("mesh", 2, SPEC, False, [peer(i) for i in range(250)], existing)
+    assert list(bumped.upserts) == ["mesh-0"]
+    assert bumped.upserts["mesh-0"].policy_generation == 2
+    deleting = plan_slices("mesh", 1, SPEC, True, [peer(i) for i in range(250)], existing)
+    assert list(deleting.upserts) == ["mesh-0"]
+    assert deleting.upserts["mesh-0"].deleting
+
+
+def test_slices_of_an_operator_that_put_the_spec_in_every_slice_are_rewritten_once() -> None:
+    old = {"mesh-0": spec([peer(i) for i in range(100)]),
+           "mesh-1": spec([peer(i) for i in range(100, 150)])}
+    plan = plan_slices("mesh", 1, SPEC, False, [peer(i) for i in range(150)], old)
+    assert list(plan.upserts) == ["mesh-1"]
+    assert plan.upserts["mesh-1"].policy_spec is None
+    assert plan_slices("mesh", 1, SPEC, False, [peer(i) for i in range(150)],
+                       {**old, **plan.upserts}).empty
+
+
+def peers_only(peers: list[Peer]) -> IPsecPeerSliceSpec:
+    return IPsecPeerSliceSpec(policy="mesh", policy_generation=0, peers=peers)
 
 
 def test_a_peer_whose_address_changed_is_rewritten_in_place() -> None:
-    existing = {"mesh-0": spec([peer(1)]), "mesh-1": spec([peer(2)])}
+    existing = {"mesh-0": spec([peer(1)]), "mesh-1": peers_only([peer(2)])}
     moved = Peer(node=peer(2).node, address="10.9.9.9")
     plan = plan_slices("mesh", 1, SPEC, False, [peer(1), moved], existing)
-    assert plan.upserts == {"mesh-1": spec([moved])}
+    assert plan.upserts == {"mesh-1": peers_only([moved])}
 
 
 def test_slices_with_names_the_operator_would_not_give_are_deleted() -> None:
@@ -141,8 +165,9 @@ def test_long_policy_names_give_valid_distinct_slice_names() -> None:
     assert slice_name(first, 0) != slice_name(second, 0)
 
 
-def test_removal_deletes_every_slice() -> None:
-    assert plan_removal({"mesh-1": spec([]), "mesh-0": spec([])}).deletes == ("mesh-0", "mesh-1")
+def test_removal_deletes_every_slice_the_one_with_the_spec_last() -> None:
+    existing = {"mesh-1": peers_only([peer(1)]), "mesh-0": spec([]), "mesh-2": peers_only([])}
+    assert plan_removal(existing).deletes == ("mesh-1", "mesh-2", "mesh-0")
 
 
 def policy(spec: dict[str, object] | None = None, generation: int = 1) -> PolicyRecord:
