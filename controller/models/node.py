@@ -18,7 +18,7 @@ PLURAL = "ipsecnodes"
 SINGULAR = "ipsecnode"
 SHORT_NAMES = ["ipn"]
 # SAs an IPsecNode lists; the counts (establishedSAs, per policy) cover the rest.
-SA_LIST_LIMIT = 32
+SA_LIST_LIMIT = 16  # as many as a policy row shows peers (ROW_PEERS_LIMIT)
 # CHILD_SA states that carry traffic (a rekeying one still does).
 ESTABLISHED_CHILD_STATES = frozenset({"INSTALLED", "REKEYING", "REKEYED"})
 

@@ -447,6 +447,14 @@ def times_to(watcher: Watcher, generation: int, since: float, names: list[str]) 
     return [reached[n] - since for n in names if n in reached]
 
 
+def writes_since(before: dict[tuple[str, str], float],
+                 after: dict[tuple[str, str], float]) -> dict[str, float]:
+    """API writes by "VERB resource" between two readings of kube-apiserver's counters."""
+    return {f"{verb} {res}": after[(verb, res)] - before.get((verb, res), 0.0)
+            for (verb, res) in sorted(after) if verb in WRITE_VERBS
+            and after[(verb, res)] - before.get((verb, res), 0.0) > 0}
+
+
 def stages(slices: SliceWatcher, workers: list[Worker], generation: int, since: float,
            reported: list[float]) -> dict[str, Any]:
     """Where a rollout's time went, each from its start: the operator publishing the
@@ -563,7 +571,7 @@ async def run_benchmark(n: int, workers_count: int, rest_seconds: float, timeout
 
         # 1. create
         progress("1/5: creating the policy")
-        rollout_cpu = cpu_now()
+        rollout_cpu, requests = cpu_now(), await admin.metrics()
         created = time.monotonic()
         await admin.client.create(f"{GROUP_PATH}/ipsecpolicies", policy_body("ipsec-credentials"))
         result["status_complete_seconds"] = await wait_policy(admin, summary_ready(n, 1), timeout)
@@ -575,9 +583,10 @@ async def run_benchmark(n: int, workers_count: int, rest_seconds: float, timeout
         result["create_enforcing_nodes"] = len(created_times)
         result["create_cpu_seconds"] = cpu_since(rollout_cpu)
         result["create_stages"] = stages(slices, workers, 1, created, created_times)
+        result["create_writes"] = writes_since(requests, await admin.metrics())
         # 2. update
         progress("2/5: changing the policy (generation 2)")
-        rollout_cpu = cpu_now()
+        rollout_cpu, requests = cpu_now(), await admin.metrics()
         changed = time.monotonic()
         await admin.client.merge_patch(f"{GROUP_PATH}/ipsecpolicies/{POLICY}",
                                        {"spec": {"esp": {"rekeyTime": "2h"}}})
@@ -590,6 +599,7 @@ async def run_benchmark(n: int, workers_count: int, rest_seconds: float, timeout
         result["update_p99_seconds"] = percentile(updated_times, 0.99)
         result["update_cpu_seconds"] = cpu_since(rollout_cpu)
         result["update_stages"] = stages(slices, workers, 2, changed, updated_times)
+        result["update_writes"] = writes_since(requests, await admin.metrics())
         # 3. rest
         progress(f"3/5: resting {rest_seconds:.0f} s")
         await asyncio.sleep(5)  # the tail of the rollout's writes
@@ -597,9 +607,7 @@ async def run_benchmark(n: int, workers_count: int, rest_seconds: float, timeout
         await asyncio.sleep(rest_seconds)
         after = await admin.metrics()
         sample()
-        writes = {f"{verb} {res}": after[(verb, res)] - before.get((verb, res), 0.0)
-                  for (verb, res) in after if verb in WRITE_VERBS
-                  and after[(verb, res)] - before.get((verb, res), 0.0) > 0}
+        writes = writes_since(before, after)
         result["writes_at_rest_by_verb_and_resource"] = writes
         result["writes_per_node_per_minute_at_rest"] = round(
             sum(writes.values()) / n / (rest_seconds / 60), 4)

@@ -237,15 +237,30 @@ def meshed_status(generation: int, peers: int, established: int) -> IPsecNodeSta
 async def test_sa_changes_are_paced_by_mesh_size_and_a_new_generation_is_not() -> None:
     from controller.agent.kube import status_write_interval
 
-    assert [status_write_interval(n) for n in (0, 99, 500, 1000)] == [1.0, 1.0, 5.0, 10.0]
+    assert [status_write_interval(n) for n in (0, 20, 500, 1000)] == [1.0, 1.0, 20.0, 40.0]
     client = FakeClient()
     clock = [0.0]
     reporter = KubeReporter(client, "n1", clock=lambda: clock[0])  # type: ignore[arg-type]
     node = NodeFacts("n1", ("10.77.0.1",))
     assert await reporter.report(node, "CN=n1", meshed_status(1, 500, 0)) is None
     clock[0] = 2.0
-    assert await reporter.report(node, "CN=n1", meshed_status(1, 500, 250)) == 3.0  # held
+    assert await reporter.report(node, "CN=n1", meshed_status(1, 500, 250)) == 18.0  # held
     assert await reporter.report(node, "CN=n1", meshed_status(2, 500, 0)) is None  # news
-    clock[0] = 7.0
-    assert await reporter.report(node, "CN=n1", meshed_status(2, 500, 500)) is None
+    clock[0] = 21.0
+    assert await reporter.report(node, "CN=n1", meshed_status(2, 500, 499)) == 1.0  # held
+    clock[0] = 22.0
+    assert await reporter.report(node, "CN=n1", meshed_status(2, 500, 499)) is None
+    assert reporter.writes == 3
+
+
+async def test_a_mesh_becoming_complete_or_incomplete_is_written_at_once() -> None:
+    client = FakeClient()
+    clock = [0.0]
+    reporter = KubeReporter(client, "n1", clock=lambda: clock[0])  # type: ignore[arg-type]
+    node = NodeFacts("n1", ("10.77.0.1",))
+    assert await reporter.report(node, "CN=n1", meshed_status(1, 500, 0)) is None
+    clock[0] = 1.0
+    assert await reporter.report(node, "CN=n1", meshed_status(1, 500, 500)) is None  # Ready
+    assert await reporter.report(node, "CN=n1", meshed_status(1, 500, 499)) is None  # lost one
+    assert await reporter.report(node, "CN=n1", meshed_status(1, 500, 498)) == 20.0  # progress
     assert reporter.writes == 3
