@@ -19,6 +19,7 @@ import base64
 import json
 import logging
 import os
+import random
 import ssl
 import tempfile
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -378,8 +379,10 @@ class Reflector:
                 self.last_error = str(error)
                 refused = isinstance(error, ApiError) and error.status == 403
                 self.refused = str(error) if refused else ""
-                log.warning("%s: %s; retrying in %.1fs", self.path, error, delay)
-                await asyncio.sleep(delay)
+                # jittered: a thousand agents refused at once (429) must not return at once
+                wait = delay * (1 - random.random() / 2)
+                log.warning("%s: %s; retrying in %.1fs", self.path, error, wait)
+                await asyncio.sleep(wait)
                 delay = min(delay * 2, self._backoff[1])
 
     def _view(self, items: dict[str, dict[str, Any]]) -> dict[str, Any]:

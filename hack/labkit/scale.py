@@ -120,6 +120,7 @@ class SimulatedNode:
     # clock in every process of the machine, so the harness can compare it with its own)
     seen: dict[int, float] = field(default_factory=dict)
     written: dict[int, float] = field(default_factory=dict)  # its IPsecNode said so
+    loop: Any = None  # the agent loop's LoopStats: passes run
 
 
 class TimedReporter(KubeReporter):
@@ -153,7 +154,7 @@ async def _run_worker() -> None:
     """A worker process: simulated nodes, commanded by JSON lines on stdin."""
     from controller.agent.interfaces import AgentInputs
     from controller.agent.kube import KubeInputSource
-    from controller.agent.loop import run_loop
+    from controller.agent.loop import LoopStats, run_loop
     from controller.agent.reconcile import NodeReconciler, PassResult
     from controller.kubeapi import KubeClient, KubeConfig
     from controller.models.node import SecurityAssociation
@@ -170,7 +171,7 @@ async def _run_worker() -> None:
         source = KubeInputSource(client, name, owns_client=True)
         charon = FakeCharon(establish=True)
         reconciler = NodeReconciler(lambda: charon, FakeXfrm())
-        node = SimulatedNode(name, stop, source, charon)
+        node = SimulatedNode(name, stop, source, charon, loop=LoopStats())
         reporter = TimedReporter(node.written, client, name, heartbeat=HEARTBEAT_SECONDS)
 
         def run_pass(inputs: AgentInputs) -> PassResult:
@@ -185,7 +186,7 @@ async def _run_worker() -> None:
         async def run() -> None:
             try:
                 await run_loop(source, reporter, run_pass, resync_seconds=RESYNC_SECONDS,
-                               stop=stop, handle_signals=False)
+                               stop=stop, stats=node.loop, handle_signals=False)
             finally:
                 await source.close()
 
@@ -207,6 +208,7 @@ async def _run_worker() -> None:
             "peers": len(node.peer_sets[-1]) if node.peer_sets else 0,
             "seen": node.seen,
             "written": node.written,
+            "passes": node.loop.passes,
         } for name, node in nodes.items()}
 
     loop = asyncio.get_running_loop()
@@ -455,15 +457,19 @@ def writes_since(before: dict[tuple[str, str], float],
             and after[(verb, res)] - before.get((verb, res), 0.0) > 0}
 
 
-def stages(slices: SliceWatcher, workers: list[Worker], generation: int, since: float,
-           reported: list[float]) -> dict[str, Any]:
+def stages(slices: SliceWatcher, workers: list[Worker], before: dict[str, dict[str, Any]],
+           generation: int, since: float, reported: list[float]) -> dict[str, Any]:
     """Where a rollout's time went, each from its start: the operator publishing the
-    generation in every slice; each agent's first pass on it (p50/p99); its IPsecNode
-    reporting it (p50/p99)."""
+    generation in every slice; each agent's first pass on it and its write of its
+    IPsecNode saying so (p50/p99); the harness's watch seeing that (p50/p99); and the passes
+    each agent ran meanwhile (``before``: the workers' stats at the start)."""
     published = slices.published(generation)
-    stats = worker_stats(workers).values()
-    seen = [t - since for s in stats if (t := s["seen"].get(str(generation))) is not None]
-    written = [t - since for s in stats if (t := s["written"].get(str(generation))) is not None]
+    after = worker_stats(workers)
+    seen = [t - since for s in after.values()
+            if (t := s["seen"].get(str(generation))) is not None]
+    written = [t - since for s in after.values()
+               if (t := s["written"].get(str(generation))) is not None]
+    passes = deltas(before, after, "passes")
     return {
         "slices_published_seconds": round(published - since, 3) if published else None,
         "agents_passed_p50_seconds": percentile(seen, 0.50),
@@ -472,6 +478,7 @@ def stages(slices: SliceWatcher, workers: list[Worker], generation: int, since: 
         "agents_wrote_p99_seconds": percentile(written, 0.99),
         "reported_p50_seconds": percentile(reported, 0.50),
         "reported_p99_seconds": percentile(reported, 0.99),
+        "passes_per_agent": round(sum(passes) / max(1, len(passes)), 2),
     }
 
 
@@ -571,7 +578,7 @@ async def run_benchmark(n: int, workers_count: int, rest_seconds: float, timeout
 
         # 1. create
         progress("1/5: creating the policy")
-        rollout_cpu, requests = cpu_now(), await admin.metrics()
+        rollout_cpu, requests, agents = cpu_now(), await admin.metrics(), worker_stats(workers)
         created = time.monotonic()
         await admin.client.create(f"{GROUP_PATH}/ipsecpolicies", policy_body("ipsec-credentials"))
         result["status_complete_seconds"] = await wait_policy(admin, summary_ready(n, 1), timeout)
@@ -582,11 +589,11 @@ async def run_benchmark(n: int, workers_count: int, rest_seconds: float, timeout
         result["create_p99_seconds"] = percentile(created_times, 0.99)
         result["create_enforcing_nodes"] = len(created_times)
         result["create_cpu_seconds"] = cpu_since(rollout_cpu)
-        result["create_stages"] = stages(slices, workers, 1, created, created_times)
+        result["create_stages"] = stages(slices, workers, agents, 1, created, created_times)
         result["create_writes"] = writes_since(requests, await admin.metrics())
         # 2. update
         progress("2/5: changing the policy (generation 2)")
-        rollout_cpu, requests = cpu_now(), await admin.metrics()
+        rollout_cpu, requests, agents = cpu_now(), await admin.metrics(), worker_stats(workers)
         changed = time.monotonic()
         await admin.client.merge_patch(f"{GROUP_PATH}/ipsecpolicies/{POLICY}",
                                        {"spec": {"esp": {"rekeyTime": "2h"}}})
@@ -598,7 +605,7 @@ async def run_benchmark(n: int, workers_count: int, rest_seconds: float, timeout
         result["update_p50_seconds"] = percentile(updated_times, 0.50)
         result["update_p99_seconds"] = percentile(updated_times, 0.99)
         result["update_cpu_seconds"] = cpu_since(rollout_cpu)
-        result["update_stages"] = stages(slices, workers, 2, changed, updated_times)
+        result["update_stages"] = stages(slices, workers, agents, 2, changed, updated_times)
         result["update_writes"] = writes_since(requests, await admin.metrics())
         # 3. rest
         progress(f"3/5: resting {rest_seconds:.0f} s")
