@@ -16,7 +16,8 @@ Then, timed from the harness's own watch of the IPsecNodes and polls of the poli
 2. the policy's spec changes (generation 2): the same;
 3. the cluster rests: API writes per node per minute, from kube-apiserver's own
    ``apiserver_request_total`` counters (by verb and resource);
-4. one node's SAs change (its status changes), then 10 nodes join and 10 leave: watch events
+4. one node's SAs change (its status changes), then 10 nodes join and 10 leave (fewer below 20
+   nodes: half of them): watch events
    received per agent for each, and per-agent peer updates;
 5. the policy is deleted: until the finalizer completed and it is gone;
 for each rollout, where its time went (``*_stages``): when the last slice carried the new
@@ -619,7 +620,8 @@ async def run_benchmark(n: int, workers_count: int, rest_seconds: float, timeout
         result["writes_per_node_per_minute_at_rest"] = round(
             sum(writes.values()) / n / (rest_seconds / 60), 4)
         # 4. a status change, then joins and leaves
-        progress("4/5: one node's status changes, then 10 nodes join and 10 leave")
+        churn = min(10, n // 2)
+        progress(f"4/5: one node's status changes, then {churn} nodes join and {churn} leave")
         stats0 = worker_stats(workers)
         flapped = names[0]
         next(w for w in workers if flapped in w.names).ask({"do": "flap", "node": flapped})
@@ -630,7 +632,7 @@ async def run_benchmark(n: int, workers_count: int, rest_seconds: float, timeout
         others = deltas(stats0, stats1, "events")
         result["watch_events_per_agent_per_status_change"] = {
             "mean": round(sum(others) / max(1, len(others)), 3), "max": max(others, default=0)}
-        joiners = list(range(n, n + 10))
+        joiners = list(range(n, n + churn))
         await admin.nodes(joiners)
         join_tokens = await admin.tokens(joiners)
         joined = time.monotonic()
@@ -639,16 +641,16 @@ async def run_benchmark(n: int, workers_count: int, rest_seconds: float, timeout
         workers[0].names += [node_name(i) for i in joiners]
         await _until(lambda: all(node_name(i) in watcher.reached.get(2, {}) for i in joiners),
                      timeout)
-        await _until(lambda: _all_peers(workers, names, n + 10), timeout)
+        await _until(lambda: _all_peers(workers, names, n + churn), timeout)
         result["join_seconds"] = round(time.monotonic() - joined, 3)
         stats2 = worker_stats(workers)
         join_events = deltas(stats1, stats2, "events")
         join_updates = deltas(stats1, stats2, "peer_updates")
         result["watch_events_per_agent_per_join"] = round(
-            sum(join_events) / max(1, len(join_events)) / 10, 3)
+            sum(join_events) / max(1, len(join_events)) / max(1, churn), 3)
         result["peer_updates_per_agent_per_join"] = round(
-            sum(join_updates) / max(1, len(join_updates)) / 10, 3)
-        leavers = [node_name(i) for i in range(n - 10, n)]
+            sum(join_updates) / max(1, len(join_updates)) / max(1, churn), 3)
+        leavers = [node_name(i) for i in range(n - churn, n)]
         for worker in workers:
             mine = [x for x in leavers if x in worker.names]
             if mine:
@@ -661,7 +663,7 @@ async def run_benchmark(n: int, workers_count: int, rest_seconds: float, timeout
         stats3 = worker_stats(workers)
         leave_events = deltas(stats2, stats3, "events")
         result["watch_events_per_agent_per_leave"] = round(
-            sum(leave_events) / max(1, len(leave_events)) / 10, 3)
+            sum(leave_events) / max(1, len(leave_events)) / max(1, churn), 3)
         sample()
         # 5. delete
         progress("5/5: deleting the policy")
