@@ -230,8 +230,7 @@ async def _run_worker() -> None:
                 start(name, token)
             print(json.dumps({"started": len(command["nodes"])}), flush=True)
         elif command["do"] == "stop":
-            for name in command["nodes"]:
-                await stop_node(name)
+            await asyncio.gather(*(stop_node(name) for name in command["nodes"]))
             print(json.dumps({"stopped": len(command["nodes"])}), flush=True)
         elif command["do"] == "flap":  # one node's SAs change: a status change
             node = nodes[command["node"]]
@@ -242,8 +241,7 @@ async def _run_worker() -> None:
             print(json.dumps({"flapped": command["node"]}), flush=True)
         elif command["do"] == "exit":
             break
-    for name in list(nodes):
-        await stop_node(name)
+    await asyncio.gather(*(stop_node(name) for name in list(nodes)))
     print(json.dumps({"exited": True}), flush=True)
 
 
@@ -283,8 +281,10 @@ class Worker:
         return self.receive()
 
     def close(self) -> None:
+        """Ask the worker to stop its nodes; kill it after a minute (a starved API server
+        must not hold the harness)."""
         with contextlib.suppress(Exception):
-            self.ask({"do": "exit"})
+            self.send({"do": "exit"})
         try:
             self.proc.wait(60)
         except subprocess.TimeoutExpired:
@@ -577,102 +577,118 @@ async def run_benchmark(n: int, workers_count: int, rest_seconds: float, timeout
         def cpu_since(before: dict[str, float]) -> dict[str, float]:
             return {k: round(v - before[k], 1) for k, v in cpu_now().items()}
 
-        # 1. create
-        progress("1/5: creating the policy")
-        rollout_cpu, requests, agents = cpu_now(), await admin.metrics(), worker_stats(workers)
-        created = time.monotonic()
-        await admin.client.create(f"{GROUP_PATH}/ipsecpolicies", policy_body("ipsec-credentials"))
-        result["status_complete_seconds"] = await wait_policy(admin, summary_ready(n, 1), timeout)
-        await _until(lambda: len(watcher.reached.get(1, {})) >= n, timeout)
-        sample()
-        created_times = times_to(watcher, 1, created, names)
-        result["create_p50_seconds"] = percentile(created_times, 0.50)
-        result["create_p99_seconds"] = percentile(created_times, 0.99)
-        result["create_enforcing_nodes"] = len(created_times)
-        result["create_cpu_seconds"] = cpu_since(rollout_cpu)
-        result["create_stages"] = stages(slices, workers, agents, 1, created, created_times)
-        result["create_writes"] = writes_since(requests, await admin.metrics())
-        # 2. update
-        progress("2/5: changing the policy (generation 2)")
-        rollout_cpu, requests, agents = cpu_now(), await admin.metrics(), worker_stats(workers)
-        changed = time.monotonic()
-        await admin.client.merge_patch(f"{GROUP_PATH}/ipsecpolicies/{POLICY}",
-                                       {"spec": {"esp": {"rekeyTime": "2h"}}})
-        result["update_status_complete_seconds"] = await wait_policy(
-            admin, summary_ready(n, 2), timeout)
-        await _until(lambda: len(watcher.reached.get(2, {})) >= n, timeout)
-        sample()
-        updated_times = times_to(watcher, 2, changed, names)
-        result["update_p50_seconds"] = percentile(updated_times, 0.50)
-        result["update_p99_seconds"] = percentile(updated_times, 0.99)
-        result["update_cpu_seconds"] = cpu_since(rollout_cpu)
-        result["update_stages"] = stages(slices, workers, agents, 2, changed, updated_times)
-        result["update_writes"] = writes_since(requests, await admin.metrics())
-        # 3. rest
-        progress(f"3/5: resting {rest_seconds:.0f} s")
-        await asyncio.sleep(5)  # the tail of the rollout's writes
-        before = await admin.metrics()
-        await asyncio.sleep(rest_seconds)
-        after = await admin.metrics()
-        sample()
-        writes = writes_since(before, after)
-        result["writes_at_rest_by_verb_and_resource"] = writes
-        result["writes_per_node_per_minute_at_rest"] = round(
-            sum(writes.values()) / n / (rest_seconds / 60), 4)
-        # 4. a status change, then joins and leaves
-        churn = min(10, n // 2)
-        progress(f"4/5: one node's status changes, then {churn} nodes join and {churn} leave")
-        stats0 = worker_stats(workers)
-        flapped = names[0]
-        next(w for w in workers if flapped in w.names).ask({"do": "flap", "node": flapped})
-        await _until_async(lambda: _reports_rekeying(admin, flapped), timeout)
-        # the operator aggregates it into the policy's status (at most once a second)
-        await _until_async(lambda: _row_rekeying(admin, flapped), timeout)
-        stats1 = worker_stats(workers)
-        others = deltas(stats0, stats1, "events")
-        result["watch_events_per_agent_per_status_change"] = {
-            "mean": round(sum(others) / max(1, len(others)), 3), "max": max(others, default=0)}
-        joiners = list(range(n, n + churn))
-        await admin.nodes(joiners)
-        join_tokens = await admin.tokens(joiners)
-        joined = time.monotonic()
-        workers[0].ask({"do": "start", "nodes": [(node_name(i), join_tokens[node_name(i)])
-                                                 for i in joiners]})
-        workers[0].names += [node_name(i) for i in joiners]
-        await _until(lambda: all(node_name(i) in watcher.reached.get(2, {}) for i in joiners),
-                     timeout)
-        await _until(lambda: _all_peers(workers, names, n + churn), timeout)
-        result["join_seconds"] = round(time.monotonic() - joined, 3)
-        stats2 = worker_stats(workers)
-        join_events = deltas(stats1, stats2, "events")
-        join_updates = deltas(stats1, stats2, "peer_updates")
-        result["watch_events_per_agent_per_join"] = round(
-            sum(join_events) / max(1, len(join_events)) / max(1, churn), 3)
-        result["peer_updates_per_agent_per_join"] = round(
-            sum(join_updates) / max(1, len(join_updates)) / max(1, churn), 3)
-        leavers = [node_name(i) for i in range(n - churn, n)]
-        for worker in workers:
-            mine = [x for x in leavers if x in worker.names]
-            if mine:
-                worker.ask({"do": "stop", "nodes": mine})
-                worker.names = [x for x in worker.names if x not in mine]
-        for name in leavers:
-            await admin.client.delete(f"/api/v1/nodes/{name}")
-        stayers = [x for x in names if x not in leavers]
-        await _until(lambda: _all_peers(workers, stayers, n), timeout)
-        stats3 = worker_stats(workers)
-        leave_events = deltas(stats2, stats3, "events")
-        result["watch_events_per_agent_per_leave"] = round(
-            sum(leave_events) / max(1, len(leave_events)) / max(1, churn), 3)
-        sample()
-        # 5. delete
-        progress("5/5: deleting the policy")
-        deleted = time.monotonic()
-        await admin.client.delete(f"{GROUP_PATH}/ipsecpolicies/{POLICY}")
-        gone = await wait_policy(admin, lambda body: body is None, timeout)
-        result["delete_seconds"] = round(time.monotonic() - deleted, 3) if gone is not None \
-            else None
-        sample()
+        async def steps() -> None:
+            # 1. create
+            progress("1/5: creating the policy")
+            rollout_cpu, requests, agents = cpu_now(), await admin.metrics(), worker_stats(workers)
+            created = time.monotonic()
+            await admin.client.create(f"{GROUP_PATH}/ipsecpolicies",
+                                      policy_body("ipsec-credentials"))
+            result["status_complete_seconds"] = await wait_policy(
+                admin, summary_ready(n, 1), timeout)
+            await _until(lambda: len(watcher.reached.get(1, {})) >= n, timeout,
+                         "1/5: every node enforcing generation 1")
+            sample()
+            created_times = times_to(watcher, 1, created, names)
+            result["create_p50_seconds"] = percentile(created_times, 0.50)
+            result["create_p99_seconds"] = percentile(created_times, 0.99)
+            result["create_enforcing_nodes"] = len(created_times)
+            result["create_cpu_seconds"] = cpu_since(rollout_cpu)
+            result["create_stages"] = stages(slices, workers, agents, 1, created, created_times)
+            result["create_writes"] = writes_since(requests, await admin.metrics())
+            # 2. update
+            progress("2/5: changing the policy (generation 2)")
+            rollout_cpu, requests, agents = cpu_now(), await admin.metrics(), worker_stats(workers)
+            changed = time.monotonic()
+            await admin.client.merge_patch(f"{GROUP_PATH}/ipsecpolicies/{POLICY}",
+                                           {"spec": {"esp": {"rekeyTime": "2h"}}})
+            result["update_status_complete_seconds"] = await wait_policy(
+                admin, summary_ready(n, 2), timeout)
+            await _until(lambda: len(watcher.reached.get(2, {})) >= n, timeout,
+                         "2/5: every node enforcing generation 2")
+            sample()
+            updated_times = times_to(watcher, 2, changed, names)
+            result["update_p50_seconds"] = percentile(updated_times, 0.50)
+            result["update_p99_seconds"] = percentile(updated_times, 0.99)
+            result["update_cpu_seconds"] = cpu_since(rollout_cpu)
+            result["update_stages"] = stages(slices, workers, agents, 2, changed, updated_times)
+            result["update_writes"] = writes_since(requests, await admin.metrics())
+            # 3. rest
+            progress(f"3/5: resting {rest_seconds:.0f} s")
+            await asyncio.sleep(5)  # the tail of the rollout's writes
+            before = await admin.metrics()
+            await asyncio.sleep(rest_seconds)
+            after = await admin.metrics()
+            sample()
+            writes = writes_since(before, after)
+            result["writes_at_rest_by_verb_and_resource"] = writes
+            result["writes_per_node_per_minute_at_rest"] = round(
+                sum(writes.values()) / n / (rest_seconds / 60), 4)
+            # 4. a status change, then joins and leaves
+            churn = min(10, n // 2)
+            progress(f"4/5: one node's status changes, then {churn} nodes join and {churn} leave")
+            stats0 = worker_stats(workers)
+            flapped = names[0]
+            next(w for w in workers if flapped in w.names).ask({"do": "flap", "node": flapped})
+            await _until_async(lambda: _reports_rekeying(admin, flapped), timeout,
+                               "4/5: the changed node's status")
+            # the operator aggregates it into the policy's status (at most once a second)
+            await _until_async(lambda: _row_rekeying(admin, flapped), timeout,
+                               "4/5: the changed node's row")
+            stats1 = worker_stats(workers)
+            others = deltas(stats0, stats1, "events")
+            result["watch_events_per_agent_per_status_change"] = {
+                "mean": round(sum(others) / max(1, len(others)), 3), "max": max(others, default=0)}
+            joiners = list(range(n, n + churn))
+            await admin.nodes(joiners)
+            join_tokens = await admin.tokens(joiners)
+            joined = time.monotonic()
+            workers[0].ask({"do": "start", "nodes": [(node_name(i), join_tokens[node_name(i)])
+                                                     for i in joiners]})
+            workers[0].names += [node_name(i) for i in joiners]
+            await _until(lambda: all(node_name(i) in watcher.reached.get(2, {}) for i in joiners),
+                         timeout, "4/5: the joined nodes enforcing")
+            await _until(lambda: _all_peers(workers, names, n + churn), timeout,
+                         "4/5: every agent knowing the joined peers")
+            result["join_seconds"] = round(time.monotonic() - joined, 3)
+            stats2 = worker_stats(workers)
+            join_events = deltas(stats1, stats2, "events")
+            join_updates = deltas(stats1, stats2, "peer_updates")
+            result["watch_events_per_agent_per_join"] = round(
+                sum(join_events) / max(1, len(join_events)) / max(1, churn), 3)
+            result["peer_updates_per_agent_per_join"] = round(
+                sum(join_updates) / max(1, len(join_updates)) / max(1, churn), 3)
+            leavers = [node_name(i) for i in range(n - churn, n)]
+            for worker in workers:
+                mine = [x for x in leavers if x in worker.names]
+                if mine:
+                    worker.ask({"do": "stop", "nodes": mine})
+                    worker.names = [x for x in worker.names if x not in mine]
+            for name in leavers:
+                await admin.client.delete(f"/api/v1/nodes/{name}")
+            stayers = [x for x in names if x not in leavers]
+            await _until(lambda: _all_peers(workers, stayers, n), timeout,
+                         "4/5: every agent forgetting the left peers")
+            stats3 = worker_stats(workers)
+            leave_events = deltas(stats2, stats3, "events")
+            result["watch_events_per_agent_per_leave"] = round(
+                sum(leave_events) / max(1, len(leave_events)) / max(1, churn), 3)
+            sample()
+            # 5. delete
+            progress("5/5: deleting the policy")
+            deleted = time.monotonic()
+            await admin.client.delete(f"{GROUP_PATH}/ipsecpolicies/{POLICY}")
+            gone = await wait_policy(admin, lambda body: body is None, timeout)
+            result["delete_seconds"] = round(time.monotonic() - deleted, 3) if gone is not None \
+                else None
+            sample()
+        try:
+            await steps()
+        except StageTimeoutError as error:  # the figures so far, and where it stopped
+            result["incomplete"] = str(error)
+            result["enforcing_nodes_by_generation"] = {
+                str(g): len(reached) for g, reached in sorted(watcher.reached.items())}
+            sample()
         cpu = process_cpu_seconds(operator.pid)
         result["operator_cpu_seconds"] = round(cpu - cpu_start, 2) if cpu is not None else None
         result["operator_rss_mib"] = peak.get("operator")
@@ -722,22 +738,26 @@ def _all_peers(workers: list[Worker], names: list[str], expected: int) -> bool:
     return all(stats[x]["peers"] == expected for x in names if x in stats)
 
 
-async def _until(check: Any, timeout: float) -> None:
+class StageTimeoutError(RuntimeError):
+    """A step did not finish within --timeout: the run reports how far it got."""
+
+
+async def _until(check: Any, timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if check():
             return
         await asyncio.sleep(0.25)
-    raise RuntimeError(f"timed out after {timeout:.0f} s")
+    raise StageTimeoutError(f"{what}: not within {timeout:.0f} s")
 
 
-async def _until_async(check: Any, timeout: float) -> None:
+async def _until_async(check: Any, timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if await check():
             return
         await asyncio.sleep(0.25)
-    raise RuntimeError(f"timed out after {timeout:.0f} s")
+    raise StageTimeoutError(f"{what}: not within {timeout:.0f} s")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -771,4 +791,4 @@ def main(argv: list[str] | None = None) -> int:
     else:
         for key, value in result.items():
             print(f"{key}: {value}")
-    return 0
+    return 1 if "incomplete" in result else 0
