@@ -41,6 +41,7 @@ from controller.models.node import (
 from controller.models.policy import CertificateExpiry, IPsecPolicySpec
 from controller.mtu import mtu_facts
 from controller.ownership import reqid_for
+from controller.pki import certificate_facts
 from controller.scope import node_address_for, pod_space, pods_in_scope
 from controller.strongswan import (
     ActualCharon,
@@ -51,6 +52,11 @@ from controller.strongswan import (
     plan_changes,
     render_charon,
 )
+
+# (imported here, not in the first pass that needs it: inside the lab's kernel, over hostfs, the
+# validation library and cryptography's x509 took most of a second per agent, all of it on the
+# time from a policy's creation to its SAs)
+from controller.validation import validate_credentials
 from controller.xfrm import (
     ProtectEntry,
     XfrmApplyError,
@@ -191,8 +197,6 @@ def cached_credential_check(
 def _checked(
     secret_items: tuple[tuple[str, str], ...], expiry_json: str, minute: int
 ) -> tuple[NodeCredentials | None, tuple[str, ...]]:
-    from controller.validation import validate_credentials
-
     expiry = CertificateExpiry.model_validate_json(expiry_json)
     creds, findings = validate_credentials(dict(secret_items), expiry)
     problems = tuple(str(f) for f in findings if f.severity == "error")
@@ -460,8 +464,6 @@ def _mtu_fields(spec: IPsecPolicySpec | None, address: str,
 
 @functools.lru_cache(maxsize=32)
 def certificate_info(cert_pem: str) -> CertificateInfo:
-    from controller.pki import certificate_facts
-
     facts = certificate_facts(cert_pem)
     return CertificateInfo(subject=facts.subject, issuer=facts.issuer,
                            not_after=facts.not_after.strftime("%Y-%m-%dT%H:%M:%SZ"))
