@@ -755,10 +755,13 @@ async def _until(check: Any, timeout: float, what: str) -> None:
 
 
 async def _until_async(check: Any, timeout: float, what: str) -> None:
+    from controller.kubeapi import ApiUnavailableError
+
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if await check():
-            return
+        with contextlib.suppress(ApiUnavailableError):  # overloaded: not yet
+            if await check():
+                return
         await asyncio.sleep(0.25)
     raise StageTimeoutError(f"{what}: not within {timeout:.0f} s")
 
