@@ -31,6 +31,7 @@ N passes over N peers on this one machine: in a cluster every node does its own)
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import functools
 import json
@@ -162,6 +163,11 @@ async def _run_worker() -> None:
     from tests.fakes import FakeCharon, FakeXfrm
 
     raise_file_limit()
+    # One pass at a time per process: each real agent has a node of its own, while here a
+    # pool of threads made the passes of a process take turns at one GIL and held every
+    # agent's status write (on the event loop) until all their passes were done.
+    asyncio.get_running_loop().set_default_executor(
+        concurrent.futures.ThreadPoolExecutor(max_workers=1))
     config = json.loads(sys.stdin.readline())
     ca = config["ca"].encode()
     nodes: dict[str, SimulatedNode] = {}
