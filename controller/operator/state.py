@@ -36,6 +36,8 @@ class ClusterState:
     # Node spec.podCIDRs (Tunnel mode's peers carry them); only nodes that have some.
     pod_cidrs: dict[str, tuple[str, ...]] = field(default_factory=dict)
     ipsec_nodes: dict[str, IPsecNode] = field(default_factory=dict)
+    # every IPsecNode's name, readable or not: what the orphan sweep looks at
+    ipsec_node_names: set[str] = field(default_factory=set)
     # Referenced Secrets only; None = looked up and not found.
     secrets: dict[SecretKey, SecretContents | None] = field(default_factory=dict)
     # The IPsecPeerSlices the operator published (slice name -> its spec).
@@ -110,7 +112,9 @@ class ClusterState:
         before = self.ipsec_nodes.get(name)
         if kind == "DELETED":
             self.ipsec_nodes.pop(name, None)
+            self.ipsec_node_names.discard(name)
         else:
+            self.ipsec_node_names.add(name)
             try:
                 self.ipsec_nodes[name] = status_view(IPsecNode.model_validate(body))
             except ValueError:

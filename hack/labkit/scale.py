@@ -658,7 +658,7 @@ async def run_benchmark(n: int, workers_count: int, rest_seconds: float, timeout
             await _until(lambda: all(node_name(i) in watcher.reached.get(2, {}) for i in joiners),
                          timeout, "4/5: the joined nodes enforcing")
             await _until(lambda: _all_peers(workers, names, n + churn), timeout,
-                         "4/5: every agent knowing the joined peers")
+                         "4/5: every agent knowing the joined peers", every=2.0)
             result["join_seconds"] = round(time.monotonic() - joined, 3)
             stats2 = worker_stats(workers)
             join_events = deltas(stats1, stats2, "events")
@@ -677,7 +677,7 @@ async def run_benchmark(n: int, workers_count: int, rest_seconds: float, timeout
                 await admin.client.delete(f"/api/v1/nodes/{name}")
             stayers = [x for x in names if x not in leavers]
             await _until(lambda: _all_peers(workers, stayers, n), timeout,
-                         "4/5: every agent forgetting the left peers")
+                         "4/5: every agent forgetting the left peers", every=2.0)
             stats3 = worker_stats(workers)
             leave_events = deltas(stats2, stats3, "events")
             result["watch_events_per_agent_per_leave"] = round(
@@ -743,6 +743,8 @@ async def _row_rekeying(admin: Admin, name: str) -> bool:
 
 
 def _all_peers(workers: list[Worker], names: list[str], expected: int) -> bool:
+    """Every named agent holds ``expected`` peers. Asks every worker for its agents' stats,
+    which competes with the agents: poll it every few seconds, not four times a second."""
     stats = worker_stats(workers)
     return all(stats[x]["peers"] == expected for x in names if x in stats)
 
@@ -751,12 +753,12 @@ class StageTimeoutError(RuntimeError):
     """A step did not finish within --timeout: the run reports how far it got."""
 
 
-async def _until(check: Any, timeout: float, what: str) -> None:
+async def _until(check: Any, timeout: float, what: str, every: float = 0.25) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if check():
             return
-        await asyncio.sleep(0.25)
+        await asyncio.sleep(every)
     raise StageTimeoutError(f"{what}: not within {timeout:.0f} s")
 
 

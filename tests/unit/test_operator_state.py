@@ -47,6 +47,15 @@ def test_ipsec_node_update_dirties_policies_selecting_or_listed_by_it() -> None:
     assert s.apply_ipsec_node("MODIFIED", ipsec_node("n1", "a")) == {"a", "b"}
 
 
+def test_every_ipsec_node_is_known_by_name_for_the_sweep_even_unreadable_ones() -> None:
+    s = state()
+    s.apply_ipsec_node("ADDED", ipsec_node("n1", "a"))
+    s.apply_ipsec_node("ADDED", {"metadata": {"name": "old"}, "status": {"policies": 7}})
+    assert (set(s.ipsec_nodes), s.ipsec_node_names) == ({"n1"}, {"n1", "old"})
+    s.apply_ipsec_node("DELETED", {"metadata": {"name": "old"}})
+    assert s.ipsec_node_names == {"n1"}
+
+
 def test_node_heartbeat_without_label_change_dirties_nothing() -> None:
     s = state()
     assert s.apply_node("MODIFIED", node("n1", pool="a")) == set()
