@@ -3,9 +3,9 @@
 In cluster mode an agent reads policies only from the slices the operator publishes (see
 ``controller.models.peers``): a policy's first slice carries the last spec that passed the
 operator's validation, so an invalid edit never reaches a node, and the others only peers. The
-spec comes from the slice with the newest generation (while an older operator's
-slices, each with a spec, catch up), deletion from any slice that says so, and the peers are the
-union of all of them.
+spec comes from the slice with the newest generation (while an older operator's slices, each
+with a spec, catch up), deletion from any slice that says so, and the peers are the union of
+all of them.
 """
 
 from __future__ import annotations
