@@ -44,12 +44,13 @@ import sys
 import tempfile
 import time
 import traceback
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from controller.agent.kube import KubeReporter
+from controller.agent.loop import LoopStats
 from controller.facts import NodeFacts
 from controller.models.node import IPsecNodeStatus
 
@@ -122,7 +123,7 @@ class SimulatedNode:
     # clock in every process of the machine, so the harness can compare it with its own)
     seen: dict[int, float] = field(default_factory=dict)
     written: dict[int, float] = field(default_factory=dict)  # its IPsecNode said so
-    loop: Any = None  # the agent loop's LoopStats: passes run
+    loop: LoopStats = field(default_factory=LoopStats)  # passes run
 
 
 class TimedReporter(KubeReporter):
@@ -156,7 +157,7 @@ async def _run_worker() -> None:
     """A worker process: simulated nodes, commanded by JSON lines on stdin."""
     from controller.agent.interfaces import AgentInputs
     from controller.agent.kube import KubeInputSource
-    from controller.agent.loop import LoopStats, run_loop
+    from controller.agent.loop import run_loop
     from controller.agent.reconcile import NodeReconciler, PassResult
     from controller.kubeapi import KubeClient, KubeConfig
     from controller.models.node import SecurityAssociation
@@ -178,7 +179,7 @@ async def _run_worker() -> None:
         source = KubeInputSource(client, name, owns_client=True)
         charon = FakeCharon(establish=True)
         reconciler = NodeReconciler(lambda: charon, FakeXfrm())
-        node = SimulatedNode(name, stop, source, charon, loop=LoopStats())
+        node = SimulatedNode(name, stop, source, charon)
         reporter = TimedReporter(node.written, client, name, heartbeat=HEARTBEAT_SECONDS)
 
         def run_pass(inputs: AgentInputs) -> PassResult:
@@ -587,41 +588,36 @@ async def run_benchmark(n: int, workers_count: int, rest_seconds: float, timeout
             return {k: round(v - before[k], 1) for k, v in cpu_now().items()}
 
         async def steps() -> None:
-            # 1. create
-            progress("1/5: creating the policy")
-            rollout_cpu, requests, agents = cpu_now(), await admin.metrics(), worker_stats(workers)
-            created = time.monotonic()
-            await admin.client.create(f"{GROUP_PATH}/ipsecpolicies",
-                                      policy_body("ipsec-credentials"))
-            result["status_complete_seconds"] = await wait_policy(
-                admin, summary_ready(n, 1), timeout)
-            await _until(lambda: len(watcher.reached.get(1, {})) >= n, timeout,
-                         "1/5: every node enforcing generation 1")
-            sample()
-            created_times = times_to(watcher, 1, created, names)
-            result["create_p50_seconds"] = percentile(created_times, 0.50)
-            result["create_p99_seconds"] = percentile(created_times, 0.99)
-            result["create_enforcing_nodes"] = len(created_times)
-            result["create_cpu_seconds"] = cpu_since(rollout_cpu)
-            result["create_stages"] = stages(slices, workers, agents, 1, created, created_times)
-            result["create_writes"] = writes_since(requests, await admin.metrics())
-            # 2. update
-            progress("2/5: changing the policy (generation 2)")
-            rollout_cpu, requests, agents = cpu_now(), await admin.metrics(), worker_stats(workers)
-            changed = time.monotonic()
-            await admin.client.merge_patch(f"{GROUP_PATH}/ipsecpolicies/{POLICY}",
-                                           {"spec": {"esp": {"rekeyTime": "2h"}}})
-            result["update_status_complete_seconds"] = await wait_policy(
-                admin, summary_ready(n, 2), timeout)
-            await _until(lambda: len(watcher.reached.get(2, {})) >= n, timeout,
-                         "2/5: every node enforcing generation 2")
-            sample()
-            updated_times = times_to(watcher, 2, changed, names)
-            result["update_p50_seconds"] = percentile(updated_times, 0.50)
-            result["update_p99_seconds"] = percentile(updated_times, 0.99)
-            result["update_cpu_seconds"] = cpu_since(rollout_cpu)
-            result["update_stages"] = stages(slices, workers, agents, 2, changed, updated_times)
-            result["update_writes"] = writes_since(requests, await admin.metrics())
+            async def rollout(step: str, what: str, prefix: str, generation: int,
+                              status_key: str, change: Callable[[], Awaitable[Any]]) -> None:
+                """Apply ``change`` (making ``generation``) and measure its rollout."""
+                progress(f"{step}: {what}")
+                cpu, requests, agents = cpu_now(), await admin.metrics(), worker_stats(workers)
+                started = time.monotonic()
+                await change()
+                result[status_key] = await wait_policy(
+                    admin, summary_ready(n, generation), timeout)
+                await _until(lambda: len(watcher.reached.get(generation, {})) >= n, timeout,
+                             f"{step}: every node enforcing generation {generation}")
+                sample()
+                times = times_to(watcher, generation, started, names)
+                result[f"{prefix}_p50_seconds"] = percentile(times, 0.50)
+                result[f"{prefix}_p99_seconds"] = percentile(times, 0.99)
+                if prefix == "create":
+                    result["create_enforcing_nodes"] = len(times)
+                result[f"{prefix}_cpu_seconds"] = cpu_since(cpu)
+                result[f"{prefix}_stages"] = stages(slices, workers, agents, generation,
+                                                    started, times)
+                result[f"{prefix}_writes"] = writes_since(requests, await admin.metrics())
+
+            await rollout("1/5", "creating the policy", "create", 1, "status_complete_seconds",
+                          lambda: admin.client.create(f"{GROUP_PATH}/ipsecpolicies",
+                                                      policy_body("ipsec-credentials")))
+            await rollout("2/5", "changing the policy (generation 2)", "update", 2,
+                          "update_status_complete_seconds",
+                          lambda: admin.client.merge_patch(
+                              f"{GROUP_PATH}/ipsecpolicies/{POLICY}",
+                              {"spec": {"esp": {"rekeyTime": "2h"}}}))
             # 3. rest
             progress(f"3/5: resting {rest_seconds:.0f} s")
             await asyncio.sleep(5)  # the tail of the rollout's writes

@@ -234,14 +234,18 @@ def meshed_status(generation: int, peers: int, established: int) -> IPsecNodeSta
         "expectedPeers": peers, "establishedPeers": established}]})
 
 
+def clocked_reporter() -> tuple[KubeReporter, list[float], NodeFacts]:
+    """A reporter on a FakeClient and a clock the test sets by hand (``clock[0]``)."""
+    clock = [0.0]
+    reporter = KubeReporter(FakeClient(), "n1", clock=lambda: clock[0])  # type: ignore[arg-type]
+    return reporter, clock, NodeFacts("n1", ("10.77.0.1",))
+
+
 async def test_sa_changes_are_paced_by_mesh_size_and_a_new_generation_is_not() -> None:
     from controller.agent.kube import status_write_interval
 
     assert [status_write_interval(n) for n in (0, 20, 500, 1000)] == [1.0, 1.0, 20.0, 40.0]
-    client = FakeClient()
-    clock = [0.0]
-    reporter = KubeReporter(client, "n1", clock=lambda: clock[0])  # type: ignore[arg-type]
-    node = NodeFacts("n1", ("10.77.0.1",))
+    reporter, clock, node = clocked_reporter()
     assert await reporter.report(node, "CN=n1", meshed_status(1, 500, 0)) is None
     clock[0] = 2.0
     assert await reporter.report(node, "CN=n1", meshed_status(1, 500, 250)) == 18.0  # held
@@ -254,10 +258,7 @@ async def test_sa_changes_are_paced_by_mesh_size_and_a_new_generation_is_not() -
 
 
 async def test_a_mesh_becoming_complete_or_incomplete_is_written_at_once() -> None:
-    client = FakeClient()
-    clock = [0.0]
-    reporter = KubeReporter(client, "n1", clock=lambda: clock[0])  # type: ignore[arg-type]
-    node = NodeFacts("n1", ("10.77.0.1",))
+    reporter, clock, node = clocked_reporter()
     assert await reporter.report(node, "CN=n1", meshed_status(1, 500, 0)) is None
     clock[0] = 1.0
     assert await reporter.report(node, "CN=n1", meshed_status(1, 500, 500)) is None  # Ready
