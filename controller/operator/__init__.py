@@ -9,7 +9,8 @@ Modules, one responsibility each:
 - ``events``: PURE. Which Kubernetes Events to post, given what was already posted; their bodies.
 - ``peers``: PURE. A policy's peers and the IPsecPeerSlice writes that publish it.
 - ``finalizer``: PURE. When to add and remove the teardown finalizer, and the patches.
-- ``schedule``: PURE. When each dirty policy may be written: at once, or an interval later.
+- ``schedule``: PURE. When each dirty policy may be looked at again, and when its status may
+  be written: news at once, progress paced by the number of rows.
 - ``throttle``: at most one status write per policy per interval, however many updates arrive.
 - ``metrics``: Prometheus gauges fed from the computed status.
 - ``state``: the in-memory view of the cluster that the watch handlers keep current.

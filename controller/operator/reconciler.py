@@ -6,13 +6,14 @@ once per interval per policy, which:
 1. adds the ``strongmesh.io/teardown`` finalizer when ``finalizer`` says it is missing (the
    operator's only metadata write);
 2. reads the policy's Secret, judged by ``verdicts``;
-3. evaluates the policy (``evaluation``: status, status patch, what Events should say) and
-   writes the status subresource only when it differs from what the API serves;
+3. evaluates the policy (``evaluation``: status, status patch, what Events should say);
 4. publishes the policy to the agents in IPsecPeerSlices (``peers.plan_publication``): the
    last spec that passed validation, whether it is being deleted, and its peers; only changed
    slices are written;
-5. posts the Events that ``events.decide_events`` asks for;
-6. for a deleting policy, removes the finalizer when ``finalizer.decide_teardown`` says so;
+5. writes the status subresource when it differs from what the API serves: at once when a
+   condition turns, progress no more often than ``schedule.StatusPacing`` allows;
+6. posts the Events that ``events.decide_events`` asks for;
+7. for a deleting policy, removes the finalizer when ``finalizer.decide_teardown`` says so;
    its slices go when the policy is gone.
 IPsecNodes whose Node is gone are deleted on the Node's deletion event and by a periodic sweep.
 """
@@ -33,7 +34,7 @@ from typing import Any
 from controller.kubeapi import ApiError, ApiUnavailableError, KubeClient
 from controller.models.common import GROUP, VERSION
 from controller.models.peers import IPsecPeerSliceSpec
-from controller.models.policy import IPsecPolicySpec
+from controller.models.policy import IPsecPolicySpec, IPsecPolicyStatus
 from controller.operator import events as ev
 from controller.operator.evaluation import evaluate_policy
 from controller.operator.finalizer import (
@@ -60,10 +61,17 @@ from controller.operator.records import (
     in_force,
     policy_using_issuer,
 )
+from controller.operator.schedule import StatusPacing
 from controller.operator.secrets import SecretWatches
 from controller.operator.signer import CSRS, CsrSigner
 from controller.operator.state import ClusterState
-from controller.operator.status import OverduePairs, missing_pairs, rfc3339, selected_nodes
+from controller.operator.status import (
+    OverduePairs,
+    missing_pairs,
+    rfc3339,
+    selected_nodes,
+    status_news,
+)
 from controller.operator.throttle import Coalescer
 from controller.operator.verdicts import SecretAssessment, assess_secret, unreadable_secret
 from controller.validation import IssuerCA
@@ -122,6 +130,8 @@ class PolicyReconciler:
         self.slice_writes = 0
         self._posted: dict[str, dict[str, ev.Posted]] = {}
         self._overdue = OverduePairs()
+        self._pacing = StatusPacing(self.config.status_interval)
+        self._deferred: dict[str, asyncio.TimerHandle] = {}  # progress writes waiting
         self._coalescer = Coalescer(
             self._counted_reconcile, self.config.status_interval, self.clocks.monotonic,
             expected=(ApiError, ApiUnavailableError),
@@ -152,6 +162,9 @@ class PolicyReconciler:
             self._coalescer.forget(name)
             self._posted.pop(name, None)
             self._overdue.forget(name)
+            self._pacing.forget(name)
+            if (timer := self._deferred.pop(name, None)) is not None:
+                timer.cancel()
             affected.discard(name)
             if self.metrics is not None:
                 self.metrics.forget(name)
@@ -297,7 +310,8 @@ class PolicyReconciler:
             self.state.nodes, self.state.ipsec_nodes, self.state.pod_cidrs,
         ), record.meta)
         if evaluation.status_patch is not None:
-            await self._write_status(key, evaluation.status_patch)
+            await self._paced_status(key, record.served_status, evaluation.status,
+                                     evaluation.status_patch)
         await self._post_events(record.meta, evaluation.events)
         await self._finish_deletion(record, now)
 
@@ -326,6 +340,26 @@ class PolicyReconciler:
                 raise
             return unreadable_secret(key, error.message)
         return assess_secret(spec, secret, now)
+
+    async def _paced_status(
+        self, key: str, served: IPsecPolicyStatus | None, status: IPsecPolicyStatus,
+        patch: dict[str, Any],
+    ) -> None:
+        """Write the status now, or (progress only) when its pacing allows: then look again."""
+        now = self.clocks.monotonic()
+        news = status_news(served) != status_news(status)
+        wait = self._pacing.wait(key, news, len(status.nodes), now)
+        if wait > 0:
+            if key not in self._deferred:
+                self._deferred[key] = asyncio.get_running_loop().call_later(
+                    wait, self._deferred_due, key)
+            return
+        await self._write_status(key, patch)
+        self._pacing.written(key, now)
+
+    def _deferred_due(self, key: str) -> None:
+        self._deferred.pop(key, None)
+        self._coalescer.mark(key)
 
     async def _write_status(self, name: str, patch: dict[str, Any]) -> None:
         try:

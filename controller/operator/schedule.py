@@ -51,3 +51,37 @@ class WriteSchedule:
 
     def pending(self) -> set[str]:
         return set(self._due)
+
+
+# A policy's status lists a row per selected node, and each write of it costs kube-apiserver a
+# decode, a merge, a schema validation and a fan-out in proportion to its rows: at a thousand
+# nodes about a second of CPU, and a rollout wrote it 136 times. Progress (rows, counts,
+# messages) is therefore written at most every rows/250 s; what someone waits for (a
+# condition turning, a new observed generation) goes out at once.
+STATUS_ROWS_PER_SECOND = 250.0
+
+
+def status_spacing(rows: int, minimum: float) -> float:
+    """The least time between two progress writes of a status with ``rows`` node rows."""
+    return max(minimum, rows / STATUS_ROWS_PER_SECOND)
+
+
+class StatusPacing:
+    """When a policy's status may be written (PURE: every time is passed in)."""
+
+    def __init__(self, minimum: float) -> None:
+        self._minimum = minimum
+        self._written: dict[str, float] = {}  # when each key's status was last written
+
+    def wait(self, key: str, news: bool, rows: int, now: float) -> float:
+        """Seconds until the status of ``key`` may be written; 0: now. News never waits."""
+        last = self._written.get(key)
+        if news or last is None:
+            return 0.0
+        return max(0.0, last + status_spacing(rows, self._minimum) - now)
+
+    def written(self, key: str, now: float) -> None:
+        self._written[key] = now
+
+    def forget(self, key: str) -> None:
+        self._written.pop(key, None)

@@ -439,3 +439,13 @@ def became_ready(previous: IPsecPolicyStatus | None, current: IPsecPolicyStatus)
     """Ready is True now and was not in the status the API served."""
     was, now = condition(previous, READY), condition(current, READY)
     return bool(now and now.status == "True" and (was is None or was.status != "True"))
+
+
+def status_news(status: IPsecPolicyStatus | None) -> tuple[Any, ...]:
+    """What someone waits for in a status, never held back by the pacing of progress: the
+    observed generation and each condition's status and reason (Ready turning True, a rollout
+    finishing, a node failing). Rows, counts and messages are progress."""
+    if status is None:
+        return ()
+    return (status.observed_generation,
+            tuple((c.type, c.status, c.reason) for c in status.conditions))

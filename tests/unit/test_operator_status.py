@@ -20,6 +20,7 @@ from controller.operator.status import (
     invalid_body_status,
     missing_pairs,
     rfc3339,
+    status_news,
     status_patch,
 )
 
@@ -343,6 +344,24 @@ def test_ready_is_news_only_when_it_turns_true(
     assert became_ready(with_ready(served), with_ready(current)) == expected
     if served is None:
         assert became_ready(None, with_ready(current)) == expected
+
+
+def test_progress_is_not_news_but_a_turning_condition_is() -> None:
+    """One node of two enforcing, then both: the counts and rows moved (progress, paced),
+    and Ready turned (news, written at once). More of the same progress is not news."""
+    nodes: dict[str, dict[str, str]] = {"node-1": {}, "node-2": {}, "node-3": {}}
+    half = compute_status(policy(), VALID, nodes, {"node-1": ipsec_node("node-1")}, [], None, T0)
+    more = compute_status(policy(), VALID, nodes, {"node-1": ipsec_node("node-1"),
+                                                   "node-2": ipsec_node("node-2")}, [], half, T1)
+    full = compute_status(policy(), VALID, nodes, {
+        n: ipsec_node(n) for n in nodes}, [], more, T1)
+    assert more.summary.ready != half.summary.ready
+    assert status_news(more) == status_news(half)
+    assert conditions(full)["Ready"] == ("True", "AllNodesEnforcing")
+    assert status_news(full) != status_news(more)
+    assert status_news(None) != status_news(half)
+    next_generation = compute_status(policy(generation=3), VALID, nodes, {}, [], full, T1)
+    assert status_news(next_generation) != status_news(full)
 
 
 def test_timestamps_are_utc_seconds() -> None:

@@ -10,7 +10,7 @@ import contextlib
 
 import pytest
 
-from controller.operator.schedule import WriteSchedule, due_at
+from controller.operator.schedule import StatusPacing, WriteSchedule, due_at, status_spacing
 from controller.operator.throttle import Coalescer
 
 
@@ -110,3 +110,21 @@ async def test_the_coalescer_writes_a_marked_key_and_retries_a_failed_write() ->
             await task
     assert attempts == ["mesh", "mesh"]
     assert coalescer.pending() == set()
+
+
+@pytest.mark.parametrize(("rows", "spacing"), [(0, 1.0), (8, 1.0), (250, 1.0), (500, 2.0),
+                                               (1000, 4.0)])
+def test_progress_of_a_larger_status_is_written_less_often(rows: int, spacing: float) -> None:
+    assert status_spacing(rows, 1.0) == spacing
+
+
+def test_news_is_written_at_once_and_progress_when_its_spacing_has_passed() -> None:
+    pacing = StatusPacing(1.0)
+    assert pacing.wait("mesh", news=False, rows=1000, now=10.0) == 0.0  # never written yet
+    pacing.written("mesh", 10.0)
+    assert pacing.wait("mesh", news=False, rows=1000, now=11.0) == 3.0
+    assert pacing.wait("mesh", news=True, rows=1000, now=11.0) == 0.0
+    assert pacing.wait("mesh", news=False, rows=1000, now=14.0) == 0.0
+    assert pacing.wait("other", news=False, rows=1000, now=11.0) == 0.0  # per policy
+    pacing.forget("mesh")
+    assert pacing.wait("mesh", news=False, rows=1000, now=11.0) == 0.0
