@@ -184,8 +184,9 @@ def desired_policies(
         if entry.peer_reqid:
             peer_template = (XfrmTemplate(reqid=entry.peer_reqid, level=level),)
             inside = tuple(str(s) for s in subnets)
+            host_text = str(host)
             for peer in entry.peers:
-                for policy in _peer_pair(str(host), peer, inside, peer_template):
+                for policy in _peer_pair(host_text, peer, inside, peer_template):
                     offer(policy, order)
         local_pods = _networks(entry.local_pods, address.version)
         if spec.mode == "Tunnel" and entry.tunnel_reqid:

@@ -35,9 +35,9 @@ def plan_policies(desired: frozenset[XfrmPolicy], actual: frozenset[XfrmPolicy])
         if not present:
             add.append(want)
             continue
-        keep = next((p for p in present if p.content == want), present[0])
+        keep = next((p for p in present if p.same_content(want)), present[0])
         delete.extend(p for p in present if p is not keep)
-        if keep.content != want:
+        if not keep.same_content(want):
             update.append(want)
     for leftovers in by_key.values():
         delete.extend(leftovers)

@@ -7,8 +7,9 @@ back from the kernel compare equal. Pure data: no I/O, no netlink.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
-from typing import Literal
+import operator
+from dataclasses import dataclass, field, fields, replace
+from typing import Literal, NamedTuple
 
 from controller.ownership import PROTECT_BASE, is_owned_priority, is_owned_reqid
 
@@ -50,12 +51,12 @@ class PortMatch:
     mask: int = 0xFFFF
 
 
-@dataclass(frozen=True)
-class PolicyKey:
+class PolicyKey(NamedTuple):
     """What identifies a policy in the kernel: selector, direction, mark and if_id.
 
     The priority is NOT part of it, so a policy of ours and a foreign one with the same
     selector and direction are the same kernel object: adding ours fails with EEXIST.
+    A tuple, hashed in C: a pass looks up thousands of keys.
     """
 
     src: str
@@ -113,10 +114,23 @@ class XfrmPolicy:
             object.__setattr__(self, "_key", cached)
         return cached
 
+    def __hash__(self) -> int:
+        """Computed once per policy (cached by hand, as ``key``): a desired policy is memoised
+        across passes and goes into a set on every one."""
+        cached: int | None = self.__dict__.get("_hash")
+        if cached is None:
+            cached = hash(tuple(getattr(self, f.name) for f in fields(self)))
+            object.__setattr__(self, "_hash", cached)
+        return cached
+
     @property
     def content(self) -> XfrmPolicy:
         """The policy without its kernel handle: what desired-vs-actual compares."""
         return replace(self, index=0) if self.index else self
+
+    def same_content(self, other: XfrmPolicy) -> bool:
+        """``self.content == other.content``, without the copies (a pass compares thousands)."""
+        return _content(self) == _content(other)
 
     @property
     def owned(self) -> bool:
@@ -148,6 +162,10 @@ class XfrmPolicy:
         parts.append(f"action {self.action}")
         parts.extend(t.describe() for t in self.templates)
         return " ".join(parts)
+
+
+# every field but the kernel handle, read into one tuple in C
+_content = operator.attrgetter(*(f.name for f in fields(XfrmPolicy) if f.name != "index"))
 
 
 @dataclass(frozen=True)

@@ -107,3 +107,15 @@ def test_stale_states_are_owned_keyed_sas_charon_does_not_know(
     state: XfrmState, live: list[str], stale: bool
 ) -> None:
     assert stale_states([state], live) == ([state] if stale else [])
+
+
+@pytest.mark.parametrize("other", [OUT, read(OUT, 5), IN, read(IN, 5), BYPASS,
+                                   replace(OUT, templates=USE)])
+def test_contents_compare_without_the_kernel_handle_and_hashes_follow_equality(
+    other: XfrmPolicy,
+) -> None:
+    kernel = read(OUT, 3)
+    assert kernel.same_content(other) == (kernel.content == other.content)
+    copy = replace(other, index=other.index)
+    assert copy is not other and copy == other and hash(copy) == hash(other)
+    assert len({kernel, read(OUT, 3), other}) == (1 if other == kernel else 2)
