@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import os
 import struct
 from typing import Any
 
@@ -450,3 +451,22 @@ def test_summary_says_how_each_stream_went() -> None:
     }
     assert ("Stream rotation: 60 datagrams, each sent once: 34 delivered, 26 lost, 0 seen in "
             "the clear.") in format_summary(report).splitlines()
+
+
+def test_summary_says_where_the_cpu_went_on_the_way_to_ready() -> None:
+    from hack.labkit.lab.report import format_summary
+
+    report = pod_report() | {"ready": True, "seconds_to_ready": 6.4, "cpu_to_ready": {
+        "agents": 3.1, "charons": 1.2, "busy": 6.0, "other": 1.7}}
+    lines = format_summary(report).splitlines()
+    assert lines[1] == "  CPU on the way (s): agents 3.1, charons 1.2, other 1.7; busy 6.0 of 6.4"
+    assert "CPU on the way" not in format_summary(report | {"cpu_to_ready": None})
+
+
+def test_cpu_between_two_snapshots_leaves_the_rest_to_other() -> None:
+    from hack.labkit.lab.processes import cpu_seconds_between
+
+    tick = os.sysconf("SC_CLK_TCK")
+    spent = cpu_seconds_between({"agents": 0, "charons": 0, "busy": 0},
+                                {"agents": 3 * tick, "charons": tick, "busy": 5 * tick})
+    assert spent == {"agents": 3.0, "charons": 1.0, "busy": 5.0, "other": 1.0}

@@ -310,6 +310,8 @@ def build_report(
     report: dict[str, Any] = {
         "ready": bool(results.get("ready")) and not results.get("errors"),
         "seconds_to_ready": results.get("seconds_to_ready"),
+        # UML's one CPU from policy applied to Ready: agents, charons, other (seconds)
+        "cpu_to_ready": results.get("cpu_to_ready"),
         "mode": results.get("mode"),
         "nodes": nodes,
         "traffic": reporting.traffic_rows(main["probes"], packets, carriers),

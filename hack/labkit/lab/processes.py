@@ -8,7 +8,7 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from hack.labkit.lab.network import Host
@@ -59,6 +59,41 @@ class Capture:
         self.process.send_signal(signal.SIGINT)
         self.process.wait(timeout=10)
         self.process = None
+
+
+def cpu_ticks(pid: int) -> int:
+    """CPU a process used so far (utime + stime, in clock ticks); 0 once it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0
+    return int(fields[11]) + int(fields[12])
+
+
+def busy_ticks() -> int:
+    """CPU the whole (one-CPU) UML kernel spent on anything but idling, in clock ticks."""
+    with open("/proc/stat") as f:
+        fields = [int(v) for v in f.readline().split()[1:]]
+    return sum(fields) - fields[3] - fields[4]  # less idle and iowait
+
+
+def cpu_snapshot(hosts: Sequence[Host]) -> dict[str, int]:
+    """Ticks used so far by the agents, the charons and the machine."""
+    return {
+        "agents": sum(cpu_ticks(h.agent.pid) for h in hosts if h.agent is not None),
+        "charons": sum(cpu_ticks(h.charon.pid) for h in hosts if h.charon is not None),
+        "busy": busy_ticks(),
+    }
+
+
+def cpu_seconds_between(before: Mapping[str, int], after: Mapping[str, int]) -> dict[str, float]:
+    """CPU seconds each part used between two snapshots; ``other``: the lab itself, the
+    kernel's own work (packets, crypto in softirq) and everything else."""
+    tick = os.sysconf("SC_CLK_TCK")
+    spent = {k: (after[k] - before[k]) / tick for k in before}
+    spent["other"] = spent["busy"] - spent["agents"] - spent["charons"]
+    return {k: round(v, 2) for k, v in spent.items()}
 
 
 def charon_conf(config: Mapping[str, Any], host: Host) -> str:

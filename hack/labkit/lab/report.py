@@ -197,6 +197,9 @@ def format_summary(report: Mapping[str, Any]) -> str:
     )
     suffix = f" ({seconds} s {meaning})" if ready else ""
     lines.append(f"ready: {'yes' if ready else 'NO'}{suffix}")
+    if ready and (cpu := report.get("cpu_to_ready")):
+        lines.append(f"  CPU on the way (s): agents {cpu['agents']}, charons {cpu['charons']}, "
+                     f"other {cpu['other']}; busy {cpu['busy']} of {seconds}")
     timing = report.get("timings") or {}
     if timing.get("policy_applied_to_all_pairs_esp") is not None:
         first = timing.get("first_packet_to_sa_seconds") or {}

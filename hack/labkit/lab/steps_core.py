@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from hack.labkit.lab import xfrm
 from hack.labkit.lab.paths import POLICY_FILE, SHARED
+from hack.labkit.lab.processes import cpu_ticks
 from hack.labkit.lab.shell import sh
 from hack.labkit.lab.status import enforced, status_mtime
 
@@ -225,11 +226,6 @@ def measure_agents(lab: Lab, step: MeasureAgents) -> dict[str, Any]:
     """Each agent's RSS and CPU share over a window at rest (no input changes)."""
     tick = os.sysconf("SC_CLK_TCK")
 
-    def cpu(pid: int) -> int:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        return int(fields[11]) + int(fields[12])  # utime + stime
-
     def rss_kib(pid: int) -> int:
         with open(f"/proc/{pid}/status") as f:
             for line in f:
@@ -238,12 +234,13 @@ def measure_agents(lab: Lab, step: MeasureAgents) -> dict[str, Any]:
         return 0
 
     agents = {h.name: h.agent.pid for h in lab.network.nodes if h.agent is not None}
-    before = {name: cpu(pid) for name, pid in agents.items()}
+    before = {name: cpu_ticks(pid) for name, pid in agents.items()}
     time.sleep(step.seconds)
     return {
         name: {
             "rss_mib": round(rss_kib(pid) / 1024, 1),
-            "cpu_percent": round(100 * (cpu(pid) - before[name]) / tick / step.seconds, 2),
+            "cpu_percent": round(100 * (cpu_ticks(pid) - before[name]) / tick / step.seconds,
+                                 2),
         }
         for name, pid in agents.items()
     }
