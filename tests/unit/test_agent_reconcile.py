@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import pytest
 
+from controller.agent import reconcile
 from controller.agent.interfaces import AgentInputs, PolicyInput
 from controller.agent.reconcile import NodeReconciler, assign_reqids
+from controller.agent.state import GoodPolicy
 from controller.facts import NodeFacts
 from controller.models.node import SecurityAssociation
 from controller.models.peers import Peer
@@ -67,6 +71,31 @@ def test_second_pass_with_same_inputs_changes_nothing(world: World) -> None:
     result = rec.run_pass(inputs(policy()))
     assert (result.xfrm_changes, result.charon_changed) == (0, False)
     assert (len(charon.plans), xfrm.applied) == (plans, applied)
+
+
+def test_the_desired_state_is_derived_again_only_when_its_inputs_change(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Equal inputs reuse the last desired state (even as new objects, as an API pass reads
+    them); a change of peers, spec or node derives it again, and the change takes effect."""
+    charon, _, rec = world
+    derived: list[NodeFacts] = []
+    real = reconcile.desired_state
+
+    def counted(enforce: Sequence[GoodPolicy], node: NodeFacts) -> reconcile.DesiredNode:
+        derived.append(node)
+        return real(enforce, node)
+
+    monkeypatch.setattr(reconcile, "desired_state", counted)
+    rec.run_pass(with_peers(policy()))
+    rec.run_pass(with_peers(policy()))
+    assert len(derived) == 1
+    rec.run_pass(with_peers(policy(), peers=PEERS[:1]))
+    assert len(derived) == 2
+    assert sorted(charon.conns) == ["sm-mesh", "sm-mesh@node-2"]
+    rec.run_pass(AgentInputs(node=NodeFacts(name="node-1", addresses=("10.77.0.1", "10.9.0.1")),
+                             policies=with_peers(policy(), peers=PEERS[:1]).policies))
+    assert len(derived) == 3
 
 
 def test_flushed_xfrm_policies_are_restored(world: World) -> None:
