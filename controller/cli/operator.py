@@ -34,7 +34,9 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument("--kubeconfig", metavar="FILE", help="kubeconfig to use")
     parser.add_argument(
         "--status-interval", type=float, default=1.0, metavar="SECONDS",
-        help="at most one status write per policy per this many seconds (default 1)",
+        help="look at each policy at most once per this many seconds (default 1); its "
+        "status progress is written at most every max(this, selected nodes/250) s, a "
+        "condition that turns at once",
     )
     parser.add_argument(
         "--optional-warn-interval", type=float, default=3600.0, metavar="SECONDS",
