@@ -349,13 +349,16 @@ class NodeReconciler:
             plan = self._plan_charon(desired.charon, charon.read_actual())
             changed = not hold and not plan.is_empty
             if changed:
+                # The SAs to replace are those negotiated before the new config is loaded:
+                # read after it, the list also holds a peer's new SA that the load let in
+                # (the initiator was waiting for it), which would then never count.
+                if plan.renegotiate_conns:
+                    self._outdated = {**self._outdated, **negotiated_before(
+                        plan.renegotiate_conns, charon.list_sas())}
                 log.info("charon: applying changes (%s)", _describe_plan(plan))
                 charon.apply(plan)
             states = self._xfrm.read_states()
             sas = charon.list_sas()
-            if changed:
-                self._outdated = {**self._outdated,
-                                  **negotiated_before(plan.renegotiate_conns, sas)}
             self._outdated = still_outdated(self._outdated, sas)
             if not hold:
                 self._negotiate(charon, desired, sas)

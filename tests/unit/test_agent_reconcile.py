@@ -15,6 +15,7 @@ from controller.models.node import SecurityAssociation
 from controller.models.peers import Peer
 from controller.models.policy import IPsecPolicy
 from controller.ownership import REQID_BASE
+from controller.strongswan.diff import CharonPlan
 from controller.xfrm import XfrmState
 from tests.certs import make_ca, make_cert, secret_data
 from tests.fakes import FakeCharon, FakeXfrm
@@ -296,6 +297,33 @@ def test_a_changed_config_makes_a_new_sa_before_the_old_one_goes(world: World) -
     rec.run_pass(with_peers(stronger))
     assert sorted(charon.terminated) == ["1", "2"]
     assert charon.initiated == ["sm-mesh@node-2"]
+
+
+def test_a_responders_new_sa_that_its_config_load_let_in_counts_as_new(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The initiator (node-0, the lower address) loaded the new config first and was waiting
+    for this node: its new SA comes up the moment this node loads the config too, before the
+    pass lists SAs. Only what existed before the load is outdated; otherwise the new SA would
+    never count, the pair would stay "connecting" for good and nobody would initiate again."""
+    charon, _, rec = world
+    rec.run_pass(with_peers(policy(), peers=PEERS[1:]))
+    charon.sas = [installed("sm-mesh@node-0", "10.77.0.0", "2")]
+    rec.run_pass(with_peers(policy(), peers=PEERS[1:]))
+    load = charon.apply
+
+    def load_lets_the_new_sa_in(plan: CharonPlan) -> None:
+        load(plan)
+        if plan.renegotiate_conns:
+            charon.sas.append(installed("sm-mesh@node-0", "10.77.0.0", "4"))
+
+    monkeypatch.setattr(charon, "apply", load_lets_the_new_sa_in)
+    stronger = policy(esp={"proposals": ["aes256gcm16!"]})
+    (row,) = rec.run_pass(with_peers(stronger, peers=PEERS[1:])).status.policies
+    assert (row.established_peers, row.missing_peers) == (1, [])
+    rec.run_pass(with_peers(stronger, peers=PEERS[1:]))
+    assert charon.terminated == ["2"]  # the old one goes as a duplicate, the new one stays
+    assert charon.initiated == []  # the responder never initiates
 
 
 def test_new_esp_settings_replace_the_child_sa_inside_the_same_ike_sa(world: World) -> None:
