@@ -10,6 +10,7 @@ with the issuer's CA. Both sides use this module.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -42,6 +43,15 @@ def node_subject(node: str) -> x509.Name:
         x509.NameAttribute(NameOID.ORGANIZATION_NAME, ORGANIZATION),
         x509.NameAttribute(NameOID.COMMON_NAME, node),
     ])
+
+
+@functools.lru_cache(maxsize=1 << 14)
+def node_identity(node: str) -> str:
+    """The IKE identity of a node's issued certificate, as its agent reports it: the only
+    subject the signer certifies for that node (``judge_csr``)."""
+    from controller.validation.credentials import strongswan_dn
+
+    return strongswan_dn(node_subject(node))
 
 
 def node_csr(key_pem: str, node: str) -> str:

@@ -11,9 +11,18 @@ from controller.models.policy import IPsecPolicySpec
 
 def node_address_for(spec: IPsecPolicySpec, node: NodeFacts) -> str | None:
     """The node's first address inside the policy's ipsecSubnets (None: node out of scope)."""
-    networks = [ipaddress.ip_network(s, strict=False) for s in spec.ipsec_subnets]
-    for address in node.addresses:
-        ip = ipaddress.ip_address(address)
+    return address_inside(spec, node.addresses)
+
+
+def address_inside(spec: IPsecPolicySpec, addresses: Iterable[str]) -> str | None:
+    """The first of ``addresses`` inside the policy's ipsecSubnets: the one a node with these
+    addresses protects (the operator asks it of an IPsecNode's spec, the agent of its node)."""
+    networks = _nets(spec.ipsec_subnets)
+    for address in addresses:
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            continue  # an IPsecNode's spec is the agent's word, not validated here
         if any(ip.version == net.version and ip in net for net in networks):
             return address
     return None

@@ -2,9 +2,13 @@
 
 Both ends of a pair used to trap the same first packet and initiate at once, which left two
 IKE_SAs and two CHILD_SAs per pair. Now every known peer gets a connection of its own, and only
-the end with the lower address initiates it, right after loading it and without waiting for
-traffic; the other end only answers (but after its own charon restarted, a node initiates every
-link it lost, since its peers still believe in their halves). The agent re-initiates with a
+the end with the lower address initiates it, without waiting for traffic; the other end only
+answers (but after its own charon restarted, a node initiates every link it lost, since its
+peers still believe in their halves). It initiates once both ends are ready: the operator lists
+a node in the slices before it enforces the policy and marks it ready when it does, and every
+agent loads a connection for each listed node. So the responder's connection is in place when
+the initiator's IKE_SA_INIT arrives, and not its catch-all: an SA the catch-all answered would
+be closed as superseded moments later, and negotiated again. The agent re-initiates with a
 back-off while an SA is missing (the peer may not have loaded its side yet: charon does not
 retry a refused exchange); in Tunnel mode each child of a link (transport, pods) on its own.
 
@@ -117,6 +121,8 @@ def plan_initiations(
     after: dict[str, Attempts] = {}
     grouped = by_connection(sas)
     for link in links:
+        if not link.initiable:
+            continue  # one end does not enforce the policy yet, or has not for long
         if not every_link and not initiates(link.local, link.address):
             continue  # responders wait
         own = grouped.get(link.connection, [])

@@ -38,10 +38,11 @@ from controller.models.node import (
     IPsecNodeStatus,
     SecurityAssociation,
 )
+from controller.models.peers import Peer
 from controller.models.policy import CertificateExpiry, IPsecPolicySpec
 from controller.mtu import mtu_facts
 from controller.ownership import reqid_for
-from controller.pki import certificate_facts
+from controller.pki import certificate_facts, node_identity
 from controller.scope import node_address_for, pod_space, pods_in_scope
 from controller.strongswan import (
     ActualCharon,
@@ -139,7 +140,7 @@ def desired_state(enforce: Sequence[GoodPolicy], node: NodeFacts) -> DesiredNode
               for g in enforce}
     charon = render_charon([
         CharonPolicy(g.policy, g.credentials, reqid=catchall, peer_reqid=per_peer,
-                     peers=g.peers, tunnel_reqid=tunnel, pod_space=spaces[g.name])
+                     peers=with_identities(g), tunnel_reqid=tunnel, pod_space=spaces[g.name])
         for g in enforce for catchall, per_peer, tunnel in [reqids[g.name]]
     ], node)
     problems = dict(charon.problems)
@@ -177,6 +178,22 @@ def desired_state(enforce: Sequence[GoodPolicy], node: NodeFacts) -> DesiredNode
         reqids=reqids,
         identity=identity,
         problems=problems,
+    )
+
+
+def with_identities(good: GoodPolicy) -> tuple[Peer, ...]:
+    """The policy's peers, each with the identity it will prove. A member that does not
+    enforce the policy yet is listed without one; its connection is loaded now all the same,
+    with the identity it will report (so that it is not loaded again when it does): with a
+    shared Secret every node proves its certificate's subject, in issuer mode the one subject
+    the signer certifies for it."""
+    if all(p.identity for p in good.peers):
+        return good.peers
+    issued = good.policy.spec.credentials.issuer is not None
+    return tuple(
+        p if p.identity else p.model_copy(update={
+            "identity": node_identity(p.node) if issued else good.credentials.subject})
+        for p in good.peers
     )
 
 
@@ -440,10 +457,12 @@ def _with_peers(
     current: Sequence[SecurityAssociation], certificate: CertificateInfo | None,
     mtu: Mapping[str, int] | None = None,
 ) -> EnforcedPolicy:
-    """The policy's status row with its address, how many expected peers have an SA (of the
-    ``current`` config: none that is being replaced), the certificate the node authenticates
-    with, and what ESP leaves of the interface MTU."""
-    links = [link for link in desired.charon.links if link.policy == entry.name]
+    """The policy's status row with its address, how many expected peers (ready ones: the
+    others do not enforce the policy yet) have an SA (of the ``current`` config: none that is
+    being replaced), the certificate the node authenticates with, and what ESP leaves of the
+    interface MTU."""
+    links = [link for link in desired.charon.links
+             if link.policy == entry.name and link.peer_ready]
     grouped = by_connection(current)
     missing = sorted(link.peer for link in links if not link_installed(grouped, link))
     established = sum(sa.policy == entry.name and sa.state.upper() in ESTABLISHED_CHILD_STATES

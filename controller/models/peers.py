@@ -29,11 +29,23 @@ POLICY_LABEL = "strongmesh.io/policy"
 
 
 class Peer(ApiModel):
-    """A node that enforces the policy, as the other nodes need to know it."""
+    """A node of the policy, as the other nodes need to know it.
+
+    The operator lists a selected node as soon as its IPsecNode has an address inside the
+    policy's ipsecSubnets (``ready: false``), and marks it ready once its agent reports that it
+    enforces the policy. Every agent loads a connection for every listed node at once, so a
+    node's side is in place well before anyone initiates to it: initiators wait for ``ready``
+    on both ends (``controller.agent.peering``)."""
 
     node: str = Field(description="Node name.")
     address: str = Field(description="The node's address inside the policy's ipsecSubnets.")
     identity: str = Field(default="", description="The node's IKE identity (certificate subject).")
+    ready: bool = Field(
+        default=True,
+        description="The node's agent reports that it enforces the policy (false: listed so that "
+        "its peers load its connection ahead; nobody initiates to it yet, nor counts it as "
+        "expected).",
+    )
     pod_cidrs: list[str] = Field(
         default_factory=list,
         alias="podCIDRs",

@@ -3,7 +3,12 @@
 A peer is a node the policy selects whose agent reports a connection for it: the node's entry
 for the policy in ``IPsecNode.status.policies`` carries the address it protects. (A node that
 cannot enforce the policy at all — no address in ``ipsecSubnets``, no usable credentials —
-reports no address and is nobody's peer: nothing could negotiate with it.)
+reports no address and is nobody's peer: nothing could negotiate with it.) The slices list
+more than the peers: every selected node with an address in ``ipsecSubnets`` (from its
+IPsecNode spec, written when its agent starts) is a member at once, not ready until it reports.
+Agents load a connection for every member, so that when both ends are ready and one initiates,
+the other's connection is long in place (``controller.agent.peering``); only ready peers count
+in the status.
 
 Slices follow the EndpointSlice pattern: a peer stays in the slice it was put in, a new peer
 goes to the first slice with room, and only slices whose content changed are written. So one
@@ -24,6 +29,7 @@ from controller.models.peers import IPsecPeerSliceSpec, Peer
 from controller.models.policy import IPsecPolicySpec
 from controller.operator.records import PolicyMeta, PolicyRecord
 from controller.pki import fingerprint
+from controller.scope import address_inside
 from controller.validation import IssuerCA
 
 SLICE_CAPACITY = 100
@@ -55,6 +61,34 @@ def policy_peers(
                               identity=ipsec_node.spec.identity,
                               pod_cidrs=list((pod_cidrs or {}).get(name, ()))))
     return peers
+
+
+def policy_members(
+    policy: str,
+    spec: IPsecPolicySpec,
+    node_labels: Mapping[str, Mapping[str, str]],
+    ipsec_nodes: Mapping[str, IPsecNode],
+    pod_cidrs: Mapping[str, Sequence[str]] | None = None,
+) -> list[Peer]:
+    """What the slices list: the peers (``policy_peers``, ready) and every other selected,
+    existing Node whose IPsecNode spec has an address inside the policy's ipsecSubnets (not
+    ready, with no identity: its agent has not reported one for this policy). In node name
+    order."""
+    ready = {p.node: p for p in policy_peers(policy, spec.node_selector, node_labels,
+                                              ipsec_nodes, pod_cidrs)}
+    members = []
+    for name in sorted(ipsec_nodes):
+        if name in ready:
+            members.append(ready[name])
+            continue
+        labels = node_labels.get(name)
+        if labels is None or not spec.node_selector.matches(dict(labels)):
+            continue
+        address = address_inside(spec, ipsec_nodes[name].spec.addresses)
+        if address is not None:
+            members.append(Peer(node=name, address=address, ready=False,
+                                pod_cidrs=list((pod_cidrs or {}).get(name, ()))))
+    return members
 
 
 def slice_base(policy: str) -> str:
@@ -170,8 +204,8 @@ def plan_publication(
             trust, signer = "".join(issuer.bundle_pems), fingerprint(issuer.cert_pem)
         elif published is not None:
             trust, signer = published.trust_bundle, published.signer
-    peers = policy_peers(record.name, spec.node_selector, node_labels, ipsec_nodes, pod_cidrs)
-    return plan_slices(record.name, generation, spec, record.meta.deleting, peers, existing,
+    members = policy_members(record.name, spec, node_labels, ipsec_nodes, pod_cidrs)
+    return plan_slices(record.name, generation, spec, record.meta.deleting, members, existing,
                        trust_bundle=trust, signer=signer)
 
 

@@ -7,8 +7,9 @@ known peer, plus the credentials behind them.
   is the safety net for peers the node does not know yet.
 - Each peer from the policy's IPsecPeerSlices gets a connection of its own (``sm-<policy>@<node>``,
   exactly that peer's address and /32), which the agent initiates itself when this node has the
-  lower address (``controller.agent.peering``); it has no trap, so the peer's first packet never
-  makes both ends initiate at once.
+  lower address and both ends are ready (``controller.agent.peering``); it has no trap, so the
+  peer's first packet never makes both ends initiate at once. A member not ready yet gets its
+  connection too: it only answers, and is in place before the member initiates.
 
 strongmesh owns every xfrm policy (``controller.xfrm``), so children say ``policies = no`` and
 carry fixed reqids: the catch-all's, which its kernel policies' ACQUIREs point at (and its
@@ -60,6 +61,16 @@ class PeerLink:
     local: str  # this node's address
     connection: str  # charon connection name (and of its transport child)
     pods: PodTunnel | None = None  # Tunnel mode: the pod networks its second child carries
+    # the peer reports the policy (it is expected to have an SA); and this node is listed
+    # ready too: both must be before the initiator initiates (the slices' ``ready``)
+    peer_ready: bool = True
+    self_ready: bool = True
+
+    @property
+    def initiable(self) -> bool:
+        """Both ends enforce the policy, and have for a round of the operator's publication:
+        each has loaded its connection to the other."""
+        return self.peer_ready and self.self_ready
 
     @property
     def all_children(self) -> tuple[str, ...]:
@@ -400,6 +411,9 @@ def render_charon(policies: Sequence[CharonPolicy], node: NodeFacts) -> DesiredC
             local_pods = pods_in_scope(spec, node.pod_cidrs, version) if tunnel else ()
             per_peer = _template(spec, address, parsed.cert, parsed.cas, item.peer_reqid,
                                  item.tunnel_reqid, local_pods)
+            # absent from the list: a standalone file or an earlier operator, which list
+            # ready peers only
+            self_ready = all(p.ready for p in item.peers if p.node == node.name)
             for peer in sorted(item.peers, key=lambda p: p.node):
                 if not _peer_usable(address, peer, node.name):
                     continue
@@ -408,7 +422,8 @@ def render_charon(policies: Sequence[CharonPolicy], node: NodeFacts) -> DesiredC
                 connections[name], fingerprints[name] = _connection(
                     per_peer, name, peer.address, peer.identity, peer_pods=peer_pods)
                 pods = PodTunnel(local_pods, peer_pods) if peer_pods else None
-                links.append(PeerLink(pname, peer.node, peer.address, address, name, pods))
+                links.append(PeerLink(pname, peer.node, peer.address, address, name, pods,
+                                      peer_ready=peer.ready, self_ready=self_ready))
                 known.append(peer.address)
         name = conn_name(pname)
         catchall = _template(spec, address, parsed.cert, parsed.cas, item.reqid,

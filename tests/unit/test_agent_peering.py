@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from dataclasses import replace
 
 import pytest
 
@@ -116,6 +117,17 @@ def test_duplicates_go_on_the_second_pass_superseded_sas_at_once() -> None:
     assert gate.confirm(first) == {"3"}
     assert gate.confirm(Unwanted(duplicates=frozenset({"9"}))) == {"9"}
     assert gate.confirm(Unwanted(duplicates=frozenset({"11"}))) == set()  # a rekey's overlap
+
+
+@pytest.mark.parametrize(("peer_ready", "self_ready"), [(False, True), (True, False)])
+def test_nothing_is_initiated_until_both_ends_are_listed_ready(
+    peer_ready: bool, self_ready: bool
+) -> None:
+    waiting = replace(HIGHER, peer_ready=peer_ready, self_ready=self_ready)
+    assert plan_initiations([waiting], [], {}, now=5.0).initiate == ()
+    assert plan_initiations([waiting], [], {}, now=5.0, every_link=True).initiate == ()
+    assert plan_initiations([replace(waiting, peer_ready=True, self_ready=True)], [], {},
+                            now=5.0).initiate == ((HIGHER.connection, HIGHER.connection),)
 
 
 def test_after_its_charon_restarted_a_node_initiates_every_link_it_lost() -> None:

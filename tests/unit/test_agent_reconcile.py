@@ -10,7 +10,7 @@ from controller.agent import reconcile
 from controller.agent.interfaces import AgentInputs, PolicyInput
 from controller.agent.reconcile import NodeReconciler, assign_reqids
 from controller.agent.state import GoodPolicy
-from controller.facts import NodeFacts
+from controller.facts import NodeCredentials, NodeFacts
 from controller.models.node import SecurityAssociation
 from controller.models.peers import Peer
 from controller.models.policy import IPsecPolicy
@@ -239,6 +239,67 @@ def test_known_peers_get_connections_and_only_higher_ones_are_initiated(world: W
     (row,) = result.status.policies
     assert (row.address, row.expected_peers, row.established_peers) == ("10.77.0.1", 2, 0)
     assert row.missing_peers == ["node-0", "node-2"]
+
+
+def test_members_not_ready_get_their_connection_ahead_but_nobody_initiates_or_counts_them(
+    world: World,
+) -> None:
+    charon, xfrm, rec = world
+    members = (Peer(node="node-1", address="10.77.0.1"),
+               Peer(node="node-2", address="10.77.0.2", ready=False),
+               Peer(node="node-3", address="10.77.0.3"))
+    result = rec.run_pass(with_peers(policy(), peers=members))
+    assert sorted(charon.conns) == ["sm-mesh", "sm-mesh@node-2", "sm-mesh@node-3"]
+    assert charon.initiated == ["sm-mesh@node-3"]  # node-2 does not enforce the policy yet
+    assert {p.dst for p in xfrm.policies.values() if p.direction == "out" and p.templates
+            and p.dst.endswith("/32")} == {"10.77.0.2/32", "10.77.0.3/32"}
+    (row,) = result.status.policies
+    assert (row.expected_peers, row.missing_peers) == (1, ["node-3"])
+
+    charon.initiated.clear()
+    loads = len(charon.plans)
+    ready = tuple(m.model_copy(update={"ready": True}) for m in members)
+    result = rec.run_pass(with_peers(policy(), peers=ready))
+    assert charon.initiated == ["sm-mesh@node-2"]
+    assert len(charon.plans) == loads  # its connection was in place: nothing loaded again
+    (row,) = result.status.policies
+    assert (row.expected_peers, row.missing_peers) == (2, ["node-2", "node-3"])
+
+
+def test_a_node_initiates_only_once_it_is_listed_ready_itself(world: World) -> None:
+    charon, _, rec = world
+    members = (Peer(node="node-1", address="10.77.0.1", ready=False),
+               Peer(node="node-2", address="10.77.0.2"))
+    rec.run_pass(with_peers(policy(), peers=members))
+    assert charon.initiated == []  # node-2 may not have loaded node-1's connection yet
+    listed = (members[0].model_copy(update={"ready": True}), members[1])
+    rec.run_pass(with_peers(policy(), peers=listed))
+    assert charon.initiated == ["sm-mesh@node-2"]
+
+
+def test_a_member_is_loaded_with_the_identity_it_will_report(world: World) -> None:
+    charon, _, rec = world
+    rec.run_pass(with_peers(policy(), peers=(Peer(node="node-2", address="10.77.0.2",
+                                                  ready=False),)))
+    subject = rec.last_good["mesh"].credentials.subject  # the shared certificate's
+    (plan,) = charon.plans
+    assert plan.load_conns["sm-mesh@node-2"]["remote"]["id"] == subject
+    loads = len(charon.plans)
+    rec.run_pass(with_peers(policy(), peers=(Peer(node="node-2", address="10.77.0.2",
+                                                  identity=subject),)))
+    assert len(charon.plans) == loads
+
+
+def test_in_issuer_mode_a_member_must_prove_the_subject_the_signer_gives_it() -> None:
+    """(``test_pki``: the signed certificate's subject, as the agent reports it, is
+    ``node_identity``.)"""
+    good = GoodPolicy(
+        policy(credentials={"issuer": {"secretRef": {"name": "ca", "namespace": "ns"}}}), 1,
+        NodeCredentials("", (), "", (), "O=strongmesh, CN=node-1"),
+        (Peer(node="node-2", address="10.77.0.2", ready=False),
+         Peer(node="node-3", address="10.77.0.3", identity="O=strongmesh, CN=node-3")))
+    assert [p.identity for p in reconcile.with_identities(good)] == [
+        "O=strongmesh, CN=node-2", "O=strongmesh, CN=node-3"]
 
 
 def test_an_installed_sa_counts_as_an_established_peer_and_stops_initiation(

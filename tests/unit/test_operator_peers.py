@@ -14,6 +14,7 @@ from controller.operator.peers import (
     plan_publication,
     plan_removal,
     plan_slices,
+    policy_members,
     policy_peers,
     replace_slice_spec,
     slice_name,
@@ -71,6 +72,50 @@ def test_peers_carry_their_nodes_pod_networks() -> None:
                          {"a": ("10.244.1.0/24", "fd44:1::/64")})
     assert [(p.node, p.pod_cidrs) for p in peers] == [
         ("a", ["10.244.1.0/24", "fd44:1::/64"]), ("b", [])]
+
+
+def started(name: str, *addresses: str) -> IPsecNode:
+    """An IPsecNode whose agent runs but enforces no policy yet."""
+    return IPsecNode(
+        metadata={"name": name},  # type: ignore[arg-type]
+        spec=IPsecNodeSpec(addresses=list(addresses)),
+    )
+
+
+def test_selected_nodes_with_an_address_in_scope_are_members_before_they_enforce() -> None:
+    nodes = {n: {"role": "x"} for n in "abcdef"} | {"g": {"role": "y"}}
+    ipsec_nodes = {
+        "a": ipsec_node("a", "10.0.0.1"),  # enforces: a ready peer
+        "b": started("b", "192.168.0.2", "10.0.0.2"),  # its first address in scope counts
+        "c": started("c", "192.168.0.3"),  # no address in ipsecSubnets: nothing to negotiate
+        "d": started("d"),  # no addresses reported yet
+        "e": started("e", "not-an-address", "10.0.0.5"),  # the spec is the agent's word
+        "f": ipsec_node("f", "10.0.0.6", "other"),  # enforces another policy: a member
+        "g": started("g", "10.0.0.7"),  # not selected
+        "h": started("h", "10.0.0.8"),  # its Node is gone
+    }
+    selector = LabelSelector(match_labels={"role": "x"})
+    members = policy_members("mesh", SPEC.model_copy(update={"node_selector": selector}),
+                             nodes, ipsec_nodes, {"b": ("10.244.2.0/24",)})
+    assert [(p.node, p.address, p.ready, p.identity, p.pod_cidrs) for p in members] == [
+        ("a", "10.0.0.1", True, "CN=a", []),
+        ("b", "10.0.0.2", False, "", ["10.244.2.0/24"]),
+        ("e", "10.0.0.5", False, "", []),
+        ("f", "10.0.0.6", False, "", []),  # its identity may be another policy's
+    ]
+
+
+def test_a_member_becoming_ready_rewrites_its_slice_in_place() -> None:
+    nodes: dict[str, dict[str, str]] = {"a": {}, "b": {}}
+    before = policy_members("mesh", SPEC, nodes,
+                            {"a": ipsec_node("a", "10.0.0.1"), "b": started("b", "10.0.0.2")})
+    after = policy_members("mesh", SPEC, nodes,
+                           {"a": ipsec_node("a", "10.0.0.1"), "b": ipsec_node("b", "10.0.0.2")})
+    existing = plan_slices("mesh", 1, SPEC, False, before, {}).upserts
+    plan = plan_slices("mesh", 1, SPEC, False, after, existing)
+    assert list(plan.upserts) == ["mesh-0"]
+    assert not plan.deletes
+    assert [(p.node, p.ready) for p in plan.upserts["mesh-0"].peers] == [("a", True), ("b", True)]
 
 
 def test_a_new_policy_gets_an_empty_first_slice() -> None:
@@ -196,6 +241,13 @@ def test_a_valid_policy_is_published_with_its_peers() -> None:
     (content,) = plan.upserts.values()
     assert (content.policy_generation, [p.node for p in content.peers]) == (1, ["a"])
     assert content.policy_spec == policy().valid_spec
+
+
+def test_a_policy_lists_the_nodes_that_do_not_enforce_it_yet_as_not_ready() -> None:
+    plan = plan_publication(policy(), None, {}, {"a": {}, "b": {}},
+                            {"a": ipsec_node("a", "10.0.0.1"), "b": started("b", "10.0.0.2")}, {})
+    (content,) = plan.upserts.values()
+    assert [(p.node, p.ready) for p in content.peers] == [("a", True), ("b", False)]
 
 
 def test_an_invalid_edit_keeps_the_published_spec_and_generation() -> None:

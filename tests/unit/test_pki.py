@@ -24,6 +24,7 @@ from controller.pki import (
     judge_csr,
     new_node_key,
     node_csr,
+    node_identity,
     renewal_reason,
     sign,
 )
@@ -112,7 +113,7 @@ def test_the_signed_certificate_is_the_nodes_key_and_subject_under_the_ca() -> N
     # the CSR's expirationSeconds (3600) wins over a longer policy duration
     assert cert.not_valid_after_utc - NOW == timedelta(hours=1)
     facts = certificate_facts(pem, [OTHER_CA.cert_pem, CA.cert_pem])
-    assert facts.subject == "O=strongmesh, CN=node-1"
+    assert facts.subject == "O=strongmesh, CN=node-1" == node_identity("node-1")
     assert facts.issuer_fingerprint == fingerprint(CA.cert_pem)
 
 

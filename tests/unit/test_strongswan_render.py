@@ -266,6 +266,19 @@ def test_links_name_the_peer_the_address_and_the_connection() -> None:
     assert desired.addresses == {"mesh": "10.0.0.1"}
 
 
+def test_links_say_whether_each_end_is_listed_ready() -> None:
+    members = (Peer(node="node-0", address="10.0.0.0", ready=False),
+               Peer(node="node-1", address="10.0.0.1", ready=False),  # this node
+               Peer(node="node-2", address="10.0.0.2"))
+    desired = render_charon([CharonPolicy(policy(), CREDS, REQID, REQID + 1, members)], NODE)
+    assert [(link.peer, link.peer_ready, link.self_ready, link.initiable)
+            for link in desired.links] == [("node-0", False, False, False),
+                                           ("node-2", True, False, False)]
+    alone = render_charon([CharonPolicy(policy(), CREDS, REQID, REQID + 1, members[2:])], NODE)
+    # not listed at all: a standalone file or an earlier operator, which list ready peers only
+    assert [link.initiable for link in alone.links] == [True]
+
+
 def test_per_peer_connections_belong_to_their_policy() -> None:
     assert conn_name("mesh", "node-2") == "sm-mesh@node-2"
     assert policy_of_conn("sm-mesh@node-2") == "mesh"
