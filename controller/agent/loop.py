@@ -25,6 +25,7 @@ from pathlib import Path
 
 from controller.agent.interfaces import AgentInputs, InputSource, Reporter
 from controller.agent.reconcile import PassResult
+from controller.xfrm.netlink import changed_by_others
 
 log = logging.getLogger(__name__)
 
@@ -77,19 +78,27 @@ def open_policy_events() -> socket.socket:
     return sock
 
 
-async def _watch_policies(sock: socket.socket, wake: asyncio.Event, sleep: Sleep) -> None:
+async def _watch_policies(sock: socket.socket, wake: asyncio.Event, sleep: Sleep,
+                          own_portid: int | None = None) -> None:
     """Wake the loop when xfrm policies change (someone flushed them: repair at once).
 
-    Our own changes wake it too; the pass that follows finds nothing to do.
-    """
+    Changes the agent made itself (requests from its netlink socket, ``own_portid``) are not
+    news: the pass after a policy's first pass would otherwise run again only to find nothing
+    to do, on every node at the same moment."""
     loop = asyncio.get_running_loop()
     changed = asyncio.Event()
 
     def drain() -> None:
-        with contextlib.suppress(BlockingIOError, InterruptedError):
-            while sock.recv(1 << 16):
-                pass
-        changed.set()
+        foreign = own_portid is None
+        try:
+            while data := sock.recv(1 << 16):
+                foreign = foreign or changed_by_others(data, own_portid or 0)
+        except (BlockingIOError, InterruptedError):
+            pass
+        except OSError:  # ENOBUFS: notifications were lost, whose is unknown
+            foreign = True
+        if foreign:
+            changed.set()
 
     loop.add_reader(sock.fileno(), drain)
     try:
@@ -110,6 +119,7 @@ async def run_loop(
     resync_seconds: float,
     charon_socket: Path | None = None,
     policy_events: socket.socket | None = None,
+    own_portid: int | None = None,
     stop: asyncio.Event | None = None,
     stats: LoopStats | None = None,
     wake: asyncio.Event | None = None,
@@ -118,7 +128,9 @@ async def run_loop(
 ) -> None:
     """Run passes until ``stop`` is set (or SIGTERM/SIGINT). ``run_pass`` runs in a thread.
 
-    ``wake``, set by anyone (thread-safely via the loop), asks for a pass now. Without
+    ``wake``, set by anyone (thread-safely via the loop), asks for a pass now.
+    ``policy_events``: xfrm policy notifications; those of requests from ``own_portid`` (the
+    pass's own netlink socket) wake nothing. Without
     ``handle_signals`` the signals are left alone (many loops in one process: the scale
     benchmark's simulated nodes). ``sleep`` paces the socket and policy watchers."""
     stop = stop or asyncio.Event()
@@ -135,7 +147,8 @@ async def run_loop(
     if charon_socket is not None:
         watchers.append(asyncio.create_task(_watch_socket(charon_socket, wake, sleep)))
     if policy_events is not None:
-        watchers.append(asyncio.create_task(_watch_policies(policy_events, wake, sleep)))
+        watchers.append(asyncio.create_task(
+            _watch_policies(policy_events, wake, sleep, own_portid)))
     try:
         while not stop.is_set():
             wake.clear()

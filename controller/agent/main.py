@@ -163,7 +163,8 @@ async def run_agent(args: argparse.Namespace) -> int:
         events = None
     try:
         await run_loop(source, reporter, run_pass, resync_seconds=args.resync_seconds,
-                       charon_socket=sock, policy_events=events, wake=wake)
+                       charon_socket=sock, policy_events=events, own_portid=xfrm.portid,
+                       wake=wake)
     finally:
         stop_events()
         reconciler.close()

@@ -68,6 +68,9 @@ class Xfrm:
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
         self._sock.bind((0, 0))
         self._seq = 0
+        # the kernel-assigned port id, sent in every request: the change notifications carry
+        # it back, so the agent's watcher skips the changes the agent made itself
+        self.portid: int = self._sock.getsockname()[0]
 
     def close(self) -> None:
         self._sock.close()
@@ -82,7 +85,8 @@ class Xfrm:
 
     def _send(self, msg_type: int, flags: int, payload: bytes) -> int:
         self._seq += 1
-        self._sock.send(nl.message(msg_type, flags | nl.NLM_F_REQUEST, self._seq, payload))
+        self._sock.send(nl.message(msg_type, flags | nl.NLM_F_REQUEST, self._seq, payload,
+                                   self.portid))
         return self._seq
 
     def _dump(self, msg_type: int, payload: bytes) -> list[nl.Message]:

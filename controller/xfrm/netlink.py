@@ -101,20 +101,31 @@ class Message:
     flags: int
     seq: int
     body: bytes
+    portid: int = 0  # nlmsg_pid: in a change notification, the requester's (see below)
 
 
-def message(msg_type: int, flags: int, seq: int, payload: bytes) -> bytes:
-    return NLMSGHDR.pack(NLMSGHDR.size + len(payload), msg_type, flags, seq, 0) + payload
+def message(msg_type: int, flags: int, seq: int, payload: bytes, portid: int = 0) -> bytes:
+    """A request. ``portid``: the sender's netlink port id; the kernel copies a request's into
+    the notifications of the change it makes (xfrm_user.c: ``c.portid = nlh->nlmsg_pid``), so
+    a listener can tell its own changes from everyone else's."""
+    return NLMSGHDR.pack(NLMSGHDR.size + len(payload), msg_type, flags, seq, portid) + payload
 
 
 def parse_messages(data: bytes) -> Iterator[Message]:
     offset = 0
     while offset + NLMSGHDR.size <= len(data):
-        length, msg_type, flags, seq, _ = NLMSGHDR.unpack_from(data, offset)
+        length, msg_type, flags, seq, portid = NLMSGHDR.unpack_from(data, offset)
         if length < NLMSGHDR.size:
             break
-        yield Message(msg_type, flags, seq, data[offset + NLMSGHDR.size : offset + length])
+        yield Message(msg_type, flags, seq, data[offset + NLMSGHDR.size : offset + length],
+                      portid)
         offset += (length + 3) & ~3
+
+
+def changed_by_others(data: bytes, own_portid: int) -> bool:
+    """Whether a datagram of xfrm notifications reports a change that a request from another
+    socket than ``own_portid`` made (someone else, or the kernel itself: port id 0)."""
+    return any(m.portid != own_portid for m in parse_messages(data))
 
 
 def error_code(body: bytes) -> int:

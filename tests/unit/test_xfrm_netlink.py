@@ -205,3 +205,14 @@ def test_attributes_are_padded_and_parsed_back() -> None:
     data = nl.attribute(1, b"x") + nl.attribute(2, b"12345")
     assert len(data) == 8 + 12
     assert nl.parse_attributes(data) == {1: b"x", 2: b"12345"}
+
+
+def test_a_request_carries_its_port_id_and_notifications_tell_whose_change_they_report() -> None:
+    ours = nl.message(nl.XFRM_MSG_NEWPOLICY, nl.NLM_F_REQUEST, 7, b"\0" * 4, portid=4242)
+    (parsed,) = nl.parse_messages(ours)
+    assert (parsed.seq, parsed.portid) == (7, 4242)
+    # the kernel's notification of a change echoes the requester's nlmsg_pid
+    theirs = nl.message(nl.XFRM_MSG_DELPOLICY, 0, 1, b"\0" * 4, portid=0)  # `ip xfrm` sends 0
+    assert not nl.changed_by_others(ours + ours, 4242)
+    assert nl.changed_by_others(ours + theirs, 4242)
+    assert nl.changed_by_others(ours, 99)
