@@ -183,8 +183,13 @@ class _Creds:
 
 @functools.lru_cache(maxsize=32)
 def _parse_credentials(creds: NodeCredentials) -> _Creds:
-    """Parsed once per distinct Secret content (a pass re-renders with the same one)."""
-    key = serialization.load_pem_private_key(creds.key_pem.encode(), password=None)
+    """Parsed once per distinct Secret content (a pass re-renders with the same one).
+
+    Without RSA's consistency check (primality tests: 35 ms for a 2048-bit key, on every
+    node's first pass with a policy, all at once): the credentials passed validation, which
+    matched the key's public half with the certificate, and charon does the signing."""
+    key = serialization.load_pem_private_key(creds.key_pem.encode(), password=None,
+                                             unsafe_skip_rsa_key_validation=True)
     spki = key.public_key().public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     )
