@@ -55,6 +55,7 @@ class FakeCharon:
     down: bool = False
     establish: bool = False
     restarts: int = 0
+    reads: int = 0  # read_actual calls (each is four VICI calls on a real charon)
 
     def _up(self) -> None:
         if self.down:
@@ -76,6 +77,10 @@ class FakeCharon:
     # -- reading -------------------------------------------------------------------------------
     def read_actual(self) -> ActualCharon:
         self._up()
+        self.reads += 1
+        return self._actual()
+
+    def _actual(self) -> ActualCharon:
         return ActualCharon(
             charon_id=self.instance,
             conns=dict(self.conns),
@@ -108,7 +113,7 @@ class FakeCharon:
     # -- writing -------------------------------------------------------------------------------
     def apply(self, plan: CharonPlan) -> None:
         self._up()
-        before = self.read_actual()
+        before = self._actual()
         self.plans.append(plan)
         if plan.clear_creds:
             self.cred_certs.clear()

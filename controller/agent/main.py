@@ -140,7 +140,8 @@ async def run_agent(args: argparse.Namespace) -> int:
     stop_events = _listen_to_charon(sock, wake, count_event)
 
     xfrm = Xfrm()
-    reconciler = NodeReconciler(lambda: Charon(args.vici), xfrm)
+    reconciler = NodeReconciler(lambda: Charon(args.vici), xfrm,
+                                verify_seconds=args.resync_seconds)
     record = _record_shutdown_timeout(args.state_dir or (sock.parent if sock else None))
 
     def run_pass(inputs: AgentInputs) -> PassResult:

@@ -13,7 +13,7 @@ import functools
 import ipaddress
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Protocol
@@ -249,7 +249,10 @@ class NodeReconciler:
         credential_check: CredentialCheck = cached_credential_check,
         plan_charon: Callable[[DesiredCharon, ActualCharon], CharonPlan] = plan_changes,
         clock: Callable[[], float] = time.monotonic,
+        verify_seconds: float = 30.0,
     ) -> None:
+        """``verify_seconds``: how long charon's configuration, once read back (or loaded),
+        is trusted to be unchanged; the agent's drift-repair interval."""
         self._charon_factory = charon_factory
         self._charon: CharonPort | None = None
         self._xfrm = xfrm
@@ -264,11 +267,17 @@ class NodeReconciler:
         # per connection, its IKE_SAs negotiated before its config changed (make before break)
         self._outdated: Mapping[str, frozenset[str]] = {}
         self._clock = clock
+        # what charon held at the last look (its instance and the configuration), and when:
+        # a pass re-reads it only when it may have changed (see _apply_charon)
+        self._charon_seen: tuple[str, Hashable] | None = None
+        self._charon_seen_at = 0.0
+        self._verify_seconds = verify_seconds
         self._desired_memo: tuple[tuple[tuple[GoodPolicy, ...], NodeFacts], DesiredNode] | None \
             = None
 
     def close(self) -> None:
         """Drop connections only; the node keeps everything it enforces."""
+        self._charon_seen = None
         if self._charon is not None:
             self._charon.close()
             self._charon = None
@@ -363,7 +372,19 @@ class NodeReconciler:
                 self._attempts = {}  # nothing of the old charon's is under way any more
                 self._outdated = {}
             self.charon_id = current
-            plan = self._plan_charon(desired.charon, charon.read_actual())
+            # Reading charon's configuration back costs four VICI calls (and charon's CPU) on
+            # every pass, and most passes (SA events, peers becoming ready, slices that changed
+            # nothing for charon) would find it as this agent left it. So it is read when it
+            # may differ: another charon process, another desired configuration, or
+            # ``verify_seconds`` since the last look (someone unloaded a connection).
+            config = charon_config(desired.charon)
+            now = self._clock()
+            if (self._charon_seen == (current, config)
+                    and now - self._charon_seen_at < self._verify_seconds):
+                plan = CharonPlan()
+            else:
+                plan = self._plan_charon(desired.charon, charon.read_actual())
+                self._charon_seen, self._charon_seen_at = None, now
             changed = not hold and not plan.is_empty
             if changed:
                 # The SAs to replace are those negotiated before the new config is loaded:
@@ -374,6 +395,8 @@ class NodeReconciler:
                         plan.renegotiate_conns, charon.list_sas())}
                 log.info("charon: applying changes (%s)", _describe_plan(plan))
                 charon.apply(plan)
+            if not hold:
+                self._charon_seen = (current, config)
             states = self._xfrm.read_states()
             sas = charon.list_sas()
             self._outdated = still_outdated(self._outdated, sas)
@@ -451,6 +474,14 @@ class NodeReconciler:
         if self._charon is None:
             self._charon = self._charon_factory()
         return self._charon
+
+def charon_config(desired: DesiredCharon) -> Hashable:
+    """What ``plan_changes`` compares of the desired charon state: every connection's
+    fingerprint and the names (content digests) of the credentials. Equal values need the
+    same charon configuration; the links and addresses beside it do not count."""
+    return (tuple(sorted(desired.fingerprints.items())), frozenset(desired.certs),
+            frozenset(desired.keys), frozenset(desired.authorities))
+
 
 def _with_peers(
     entry: EnforcedPolicy, desired: DesiredNode, sas: Sequence[SecurityAssociation],

@@ -19,7 +19,10 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
             "The node agent. Each pass reads the policies selecting this node and their "
             "credentials, renders the desired charon and kernel xfrm state, applies only the "
             "difference and reports SAs. Passes run at start, on input changes, when charon "
-            "restarts, on SIGHUP and every --resync-seconds (drift repair). Stopping the agent "
+            "restarts, on SIGHUP and every --resync-seconds (drift repair: charon's "
+            "configuration is read back when charon restarted, the desired one changed or "
+            "--resync-seconds passed since the last look; the kernel's on every pass). "
+            "Stopping the agent "
             "never tears anything down. With --policy-file the agent runs standalone (no "
             "Kubernetes); otherwise it reads the Kubernetes API."
         ),

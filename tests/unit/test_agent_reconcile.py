@@ -99,6 +99,30 @@ def test_the_desired_state_is_derived_again_only_when_its_inputs_change(
     assert len(derived) == 3
 
 
+def test_charons_configuration_is_read_back_only_when_it_may_have_changed() -> None:
+    charon, now = FakeCharon(), [100.0]
+    rec = NodeReconciler(lambda: charon, FakeXfrm(), clock=lambda: now[0], verify_seconds=30)
+    members = (Peer(node="node-2", address="10.77.0.2", ready=False),)
+    rec.run_pass(with_peers(policy(), peers=members))
+    assert (charon.reads, sorted(charon.conns)) == (1, ["sm-mesh", "sm-mesh@node-2"])
+    rec.run_pass(with_peers(policy(), peers=members))  # an SA event, a resync too early
+    rec.run_pass(with_peers(policy(), peers=(members[0].model_copy(update={"ready": True}),)))
+    assert charon.reads == 1  # a peer became ready: nothing changed for charon
+    assert charon.initiated == ["sm-mesh@node-2"]  # the pass did its work all the same
+
+    del charon.conns["sm-mesh@node-2"]  # someone unloaded it behind the agent's back
+    now[0] += 30
+    rec.run_pass(with_peers(policy()))  # the drift-repair interval passed
+    assert charon.reads == 2
+    assert "sm-mesh@node-2" in charon.conns
+
+    rec.run_pass(with_peers(policy(esp={"proposals": ["aes256gcm16"]})))  # another config
+    charon.restart()
+    rec.run_pass(with_peers(policy(esp={"proposals": ["aes256gcm16"]})))  # another charon
+    assert charon.reads == 4
+    assert "sm-mesh@node-2" in charon.conns
+
+
 def test_flushed_xfrm_policies_are_restored(world: World) -> None:
     _, xfrm, rec = world
     rec.run_pass(inputs(policy()))
