@@ -54,6 +54,10 @@ class FakeCharon:
     terminated_children: list[str] = field(default_factory=list)
     down: bool = False
     establish: bool = False
+    # with ``establish``: the per-peer connections whose SA is up (None: every loaded one). In a
+    # real mesh a link gets its SA once both ends enforce the policy (one initiates then);
+    # the scale benchmark sets it from the slices' ``ready`` flags
+    up: frozenset[str] | None = None
     restarts: int = 0
     reads: int = 0  # read_actual calls (each is four VICI calls on a real charon)
 
@@ -102,7 +106,7 @@ class FakeCharon:
                 state="INSTALLED",
             )
             for index, name in enumerate(sorted(self.conns), start=1)
-            if PEER_SEPARATOR in name
+            if PEER_SEPARATOR in name and (self.up is None or name in self.up)
             for child in self.children.get(name) or [name]
         ]
 

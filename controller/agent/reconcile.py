@@ -475,6 +475,7 @@ class NodeReconciler:
             self._charon = self._charon_factory()
         return self._charon
 
+
 def charon_config(desired: DesiredCharon) -> Hashable:
     """What ``plan_changes`` compares of the desired charon state: every connection's
     fingerprint and the names (content digests) of the credentials. Equal values need the

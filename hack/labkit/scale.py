@@ -47,12 +47,15 @@ import traceback
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from controller.agent.kube import KubeReporter
 from controller.agent.loop import LoopStats
 from controller.facts import NodeFacts
 from controller.models.node import IPsecNodeStatus
+
+if TYPE_CHECKING:
+    from controller.agent.interfaces import AgentInputs
 
 PROJECT = Path(__file__).resolve().parents[2]
 NAMESPACE = "strongmesh-system"
@@ -179,7 +182,6 @@ def _report_end(name: str, task: asyncio.Task[None]) -> None:
 
 async def _run_worker() -> None:
     """A worker process: simulated nodes, commanded by JSON lines on stdin."""
-    from controller.agent.interfaces import AgentInputs
     from controller.agent.kube import KubeInputSource
     from controller.agent.loop import run_loop
     from controller.agent.reconcile import NodeReconciler, PassResult
@@ -210,6 +212,7 @@ async def _run_worker() -> None:
         def run_pass(inputs: AgentInputs) -> PassResult:
             for item in inputs.policies:
                 node.seen.setdefault(item.generation, time.monotonic())
+            charon.up = links_up(name, inputs)
             result = reconciler.run_pass(inputs)
             peers = frozenset(p.node for item in inputs.policies for p in item.peers)
             if not node.peer_sets or node.peer_sets[-1] != peers:
@@ -275,6 +278,20 @@ async def _run_worker() -> None:
             break
     await asyncio.gather(*(stop_node(name) for name in list(nodes)))
     print(json.dumps({"exited": True}), flush=True)
+
+
+def links_up(node: str, inputs: AgentInputs) -> frozenset[str]:
+    """The simulated node's per-peer connections that have their SA: those whose both ends
+    are listed ready (in a real mesh one of them has initiated by then)."""
+    from controller.strongswan import conn_name
+
+    up: set[str] = set()
+    for item in inputs.policies:
+        if not all(p.ready for p in item.peers if p.node == node):
+            continue
+        policy = item.policy.metadata.name
+        up.update(conn_name(policy, p.node) for p in item.peers if p.ready and p.node != node)
+    return frozenset(up)
 
 
 def worker_main() -> int:
