@@ -61,7 +61,7 @@ from controller.operator.records import (
     in_force,
     policy_using_issuer,
 )
-from controller.operator.schedule import StatusPacing
+from controller.operator.schedule import StatusPacing, reconcile_spacing
 from controller.operator.secrets import SecretWatches
 from controller.operator.signer import CSRS, CsrSigner
 from controller.operator.state import ClusterState
@@ -88,7 +88,9 @@ NODES = "/api/v1/nodes"
 class OperatorConfig:
     """Timings of the operator (seconds)."""
 
-    status_interval: float = 1.0  # at most one status write per policy per interval
+    # a policy is looked at (its slices published) at most every selected nodes/250 s within
+    # [0.2 s, this], and its status progress written at most every max(this, nodes/250) s
+    status_interval: float = 1.0
     optional_warn_interval: float = 3600.0  # the add-on's optional_warn_interval
     teardown_timeout: float = 300.0  # then the finalizer goes anyway, with a Warning
     resync_interval: float = 30.0  # re-evaluate every policy and sweep orphaned IPsecNodes
@@ -132,9 +134,12 @@ class PolicyReconciler:
         self._overdue = OverduePairs()
         self._pacing = StatusPacing(self.config.status_interval)
         self._deferred: dict[str, asyncio.TimerHandle] = {}  # progress writes waiting
+        self._rows: dict[str, int] = {}  # selected nodes per policy, at its last reconcile
         self._coalescer = Coalescer(
             self._counted_reconcile, self.config.status_interval, self.clocks.monotonic,
             expected=(ApiError, ApiUnavailableError),
+            interval_of=lambda key: reconcile_spacing(
+                self._rows.get(key, 0), self.config.status_interval),
         )
         self._instance = os.environ.get("POD_NAME") or socket.gethostname()
         self._primed = asyncio.Event()
@@ -163,6 +168,7 @@ class PolicyReconciler:
             self._posted.pop(name, None)
             self._overdue.forget(name)
             self._pacing.forget(name)
+            self._rows.pop(name, None)
             if (timer := self._deferred.pop(name, None)) is not None:
                 timer.cancel()
             affected.discard(name)
@@ -301,6 +307,7 @@ class PolicyReconciler:
         evaluation = evaluate_policy(
             record, secret, overlaps, self.state.nodes, self.state.ipsec_nodes, now, overdue
         )
+        self._rows[key] = len(evaluation.status.nodes)
         if self.metrics is not None:
             self.metrics.observe(key, evaluation.status, secret.not_after if secret else None, now)
         # the agents' inputs first: a status with a row per node is the larger write, and

@@ -6,6 +6,8 @@ its clock; a burst of marks for a key waiting on its interval is one pending wri
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 
 def due_at(last_write: float | None, now: float, interval: float) -> float:
     """When a key that became dirty at ``now`` may be written."""
@@ -15,10 +17,15 @@ def due_at(last_write: float | None, now: float, interval: float) -> float:
 
 
 class WriteSchedule:
-    """Which keys are due for a write, and when (PURE: every time is passed in)."""
+    """Which keys are due for a write, and when (PURE: every time is passed in).
 
-    def __init__(self, interval: float) -> None:
+    ``interval``: the least time between two writes of a key; ``interval_of``, when given,
+    says it per key (it may change between writes)."""
+
+    def __init__(self, interval: float,
+                 interval_of: Callable[[str], float] | None = None) -> None:
         self._interval = interval
+        self._interval_of = interval_of
         self._due: dict[str, float] = {}
         self._last: dict[str, float] = {}  # when the last write of each key started
 
@@ -26,8 +33,11 @@ class WriteSchedule:
         """Ask for a write of ``key``; False when one is pending already (it will do)."""
         if key in self._due:
             return False
-        self._due[key] = due_at(self._last.get(key), now, self._interval)
+        self._due[key] = due_at(self._last.get(key), now, self._spacing(key))
         return True
+
+    def _spacing(self, key: str) -> float:
+        return self._interval if self._interval_of is None else self._interval_of(key)
 
     def forget(self, key: str) -> None:
         """The key is gone (deleted policy): drop its pending write and history."""
@@ -44,7 +54,7 @@ class WriteSchedule:
 
     def retry(self, key: str, now: float) -> None:
         """The write of ``key`` failed: again one interval from ``now``, unless marked since."""
-        self._due.setdefault(key, now + self._interval)
+        self._due.setdefault(key, now + self._spacing(key))
 
     def next_due(self) -> float | None:
         return min(self._due.values(), default=None)
@@ -59,6 +69,19 @@ class WriteSchedule:
 # messages) is therefore written at most every rows/250 s; what someone waits for (a
 # condition turning, a new observed generation) goes out at once.
 STATUS_ROWS_PER_SECOND = 250.0
+
+
+# A policy is reconciled again (its slices published: who is ready) at most every
+# rows/RECONCILE_ROWS_PER_SECOND s, within [RECONCILE_MIN_SECONDS, the status interval]: a
+# small mesh learns its members' readiness within a fifth of a second, a large one no more
+# often than each second (every slice write is a watch event on every node).
+RECONCILE_ROWS_PER_SECOND = 250.0
+RECONCILE_MIN_SECONDS = 0.2
+
+
+def reconcile_spacing(rows: int, maximum: float) -> float:
+    """The least time between two reconciles of a policy with ``rows`` selected nodes."""
+    return min(maximum, max(RECONCILE_MIN_SECONDS, rows / RECONCILE_ROWS_PER_SECOND))
 
 
 def status_spacing(rows: int, minimum: float) -> float:

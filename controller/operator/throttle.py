@@ -27,11 +27,12 @@ class Coalescer:
         self, write: Callable[[str], Awaitable[None]], interval: float = 1.0,
         clock: Callable[[], float] | None = None,
         expected: tuple[type[Exception], ...] = (),
+        interval_of: Callable[[str], float] | None = None,
     ) -> None:
         self._write = write
         self._expected = expected  # failures logged without a traceback (API outages)
         self._clock = clock or (lambda: asyncio.get_running_loop().time())
-        self._schedule = WriteSchedule(interval)
+        self._schedule = WriteSchedule(interval, interval_of)
         self._wakeup = asyncio.Event()
 
     def mark(self, key: str) -> None:

@@ -10,7 +10,13 @@ import contextlib
 
 import pytest
 
-from controller.operator.schedule import StatusPacing, WriteSchedule, due_at, status_spacing
+from controller.operator.schedule import (
+    StatusPacing,
+    WriteSchedule,
+    due_at,
+    reconcile_spacing,
+    status_spacing,
+)
 from controller.operator.throttle import Coalescer
 
 
@@ -110,6 +116,29 @@ async def test_the_coalescer_writes_a_marked_key_and_retries_a_failed_write() ->
             await task
     assert attempts == ["mesh", "mesh"]
     assert coalescer.pending() == set()
+
+
+def test_each_key_may_have_an_interval_of_its_own() -> None:
+    intervals = {"small": 2.0, "large": 10.0}
+    schedule = WriteSchedule(10, intervals.__getitem__)
+    for key in intervals:
+        schedule.mark(key, 0)
+        assert schedule.take(0) == key
+        schedule.mark(key, 1)
+    assert (schedule.take(1.9), schedule.take(2), schedule.take(9.9), schedule.take(10)) == (
+        None, "small", None, "large")
+    intervals["small"] = 5.0  # the key grew: its next write waits longer
+    schedule.mark("small", 3)
+    assert (schedule.take(6.9), schedule.take(7)) == (None, "small")
+
+
+@pytest.mark.parametrize(("rows", "spacing"), [(0, 0.2), (8, 0.2), (50, 0.2), (100, 0.4),
+                                               (250, 1.0), (1000, 1.0)])
+def test_a_small_policy_is_reconciled_more_often_a_large_one_at_most_each_interval(
+    rows: int, spacing: float
+) -> None:
+    """(A reconcile publishes the slices: its members' readiness, which initiators wait for.)"""
+    assert reconcile_spacing(rows, 1.0) == spacing
 
 
 @pytest.mark.parametrize(("rows", "spacing"), [(0, 1.0), (8, 1.0), (250, 1.0), (500, 2.0),
