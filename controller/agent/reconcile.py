@@ -384,7 +384,7 @@ class NodeReconciler:
                 plan = CharonPlan()
             else:
                 plan = self._plan_charon(desired.charon, charon.read_actual())
-                self._charon_seen, self._charon_seen_at = None, now
+                self._charon_seen_at = now
             changed = not hold and not plan.is_empty
             if changed:
                 # The SAs to replace are those negotiated before the new config is loaded:
@@ -395,8 +395,8 @@ class NodeReconciler:
                         plan.renegotiate_conns, charon.list_sas())}
                 log.info("charon: applying changes (%s)", _describe_plan(plan))
                 charon.apply(plan)
-            if not hold:
-                self._charon_seen = (current, config)
+            # charon holds ``config`` now, unless this pass held its changes back
+            self._charon_seen = None if hold else (current, config)
             states = self._xfrm.read_states()
             sas = charon.list_sas()
             self._outdated = still_outdated(self._outdated, sas)

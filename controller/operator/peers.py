@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,22 +45,11 @@ def policy_peers(
 ) -> list[Peer]:
     """The peers of ``policy``: selected, existing Nodes whose agent protects an address for
     it, with their pod networks (``pod_cidrs``: Node spec.podCIDRs). In node name order."""
-    peers = []
-    for name in sorted(ipsec_nodes):
-        labels = node_labels.get(name)
-        if labels is None or not selector.matches(dict(labels)):
-            continue
-        ipsec_node = ipsec_nodes[name]
-        entry = next(
-            (p for p in (ipsec_node.status.policies if ipsec_node.status else [])
-             if p.name == policy and p.address),
-            None,
-        )
-        if entry is not None:
-            peers.append(Peer(node=name, address=entry.address,
-                              identity=ipsec_node.spec.identity,
-                              pod_cidrs=list((pod_cidrs or {}).get(name, ()))))
-    return peers
+    return [
+        _peer(name, address, ipsec_node.spec.identity, True, pod_cidrs)
+        for name, ipsec_node in _selected(selector, node_labels, ipsec_nodes)
+        if (address := _reported_address(ipsec_node, policy))
+    ]
 
 
 def policy_members(
@@ -70,25 +59,40 @@ def policy_members(
     ipsec_nodes: Mapping[str, IPsecNode],
     pod_cidrs: Mapping[str, Sequence[str]] | None = None,
 ) -> list[Peer]:
-    """What the slices list: the peers (``policy_peers``, ready) and every other selected,
+    """What the slices list: the peers (as ``policy_peers``, ready) and every other selected,
     existing Node whose IPsecNode spec has an address inside the policy's ipsecSubnets (not
     ready, with no identity: its agent has not reported one for this policy). In node name
     order."""
-    ready = {p.node: p for p in policy_peers(policy, spec.node_selector, node_labels,
-                                              ipsec_nodes, pod_cidrs)}
     members = []
-    for name in sorted(ipsec_nodes):
-        if name in ready:
-            members.append(ready[name])
-            continue
-        labels = node_labels.get(name)
-        if labels is None or not spec.node_selector.matches(dict(labels)):
-            continue
-        address = address_inside(spec, ipsec_nodes[name].spec.addresses)
-        if address is not None:
-            members.append(Peer(node=name, address=address, ready=False,
-                                pod_cidrs=list((pod_cidrs or {}).get(name, ()))))
+    for name, ipsec_node in _selected(spec.node_selector, node_labels, ipsec_nodes):
+        if reported := _reported_address(ipsec_node, policy):
+            members.append(_peer(name, reported, ipsec_node.spec.identity, True, pod_cidrs))
+        elif in_scope := address_inside(spec, ipsec_node.spec.addresses):
+            members.append(_peer(name, in_scope, "", False, pod_cidrs))
     return members
+
+
+def _selected(
+    selector: LabelSelector, node_labels: Mapping[str, Mapping[str, str]],
+    ipsec_nodes: Mapping[str, IPsecNode],
+) -> Iterator[tuple[str, IPsecNode]]:
+    """The IPsecNodes of existing Nodes the selector selects, in node name order."""
+    for name in sorted(ipsec_nodes):
+        labels = node_labels.get(name)
+        if labels is not None and selector.matches(dict(labels)):
+            yield name, ipsec_nodes[name]
+
+
+def _reported_address(ipsec_node: IPsecNode, policy: str) -> str:
+    """The address the node's agent protects for the policy ("": none reported)."""
+    entries = ipsec_node.status.policies if ipsec_node.status else []
+    return next((p.address for p in entries if p.name == policy and p.address), "")
+
+
+def _peer(name: str, address: str, identity: str, ready: bool,
+          pod_cidrs: Mapping[str, Sequence[str]] | None) -> Peer:
+    return Peer(node=name, address=address, identity=identity, ready=ready,
+                pod_cidrs=list((pod_cidrs or {}).get(name, ())))
 
 
 def slice_base(policy: str) -> str:
